@@ -1,0 +1,62 @@
+# MinhOS: every target runs inside .venv, which `setup` creates idempotently.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+PROTO_SRC := $(wildcard protos/minhos/v1/*.proto)
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup protos protos-check train serve replay dashboard demo test test-fast lint bench clean
+
+setup: $(STAMP)
+
+# torch first, pinned to the CPU wheel on disk, so the project's torch range installs nothing more.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+protos: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --pyi_out=protos \
+	  --grpc_python_out=protos --mypy_grpc_out=protos $(PROTO_SRC)
+
+# Regenerates into a scratch directory and fails if the committed code differs from the .proto files.
+protos-check: $(STAMP)
+	@tmp=$$(mktemp -d) && \
+	$(PY) -m grpc_tools.protoc -I protos --python_out=$$tmp --pyi_out=$$tmp \
+	  --grpc_python_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_SRC) >/dev/null && \
+	for f in $$tmp/minhos/v1/*; do \
+	  diff -q $$f protos/minhos/v1/$$(basename $$f) || { echo "generated code is stale: run make protos"; exit 1; }; \
+	done && rm -rf $$tmp && echo "generated code matches the .proto files"
+
+train: $(STAMP)
+	$(BIN)/minhos-train
+
+serve: $(STAMP)
+	$(BIN)/minhos-server
+
+replay: $(STAMP)
+	$(BIN)/minhos-replay
+
+dashboard: $(STAMP)
+	$(BIN)/minhos-dashboard
+
+demo: $(STAMP)
+	$(PY) -m clients.demo
+
+test: $(STAMP) protos-check
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(PY) -m server.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

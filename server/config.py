@@ -1,0 +1,227 @@
+"""The one configuration of MinhOS: every threshold, schedule and setting, with its default.
+
+Sources, later ones winning: the dataclass defaults below, a TOML file (``MINHOS_CONFIG`` or the
+``path`` argument), then environment variables ``MINHOS_<SECTION>_<FIELD>`` (e.g.
+``MINHOS_SERVER_PORT=50052``, ``MINHOS_KELLY_FRACTION=0.25``). ``DATABASE_URL`` is honoured as an
+alias of ``MINHOS_STORAGE_DATABASE_URL`` because that is what hosting platforms set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or out of range."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    #: Thread-pool size of the gRPC server.
+    workers: int = 8
+    #: Largest request accepted; bigger ones get RESOURCE_EXHAUSTED.
+    max_message_bytes: int = 4 * 1024 * 1024
+    #: PEM files; TLS is on when both are set.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    #: Bearer token required in the ``authorization`` metadata when set.
+    token: str = ""
+    #: Prometheus endpoint port on ``host``; 0 turns it off.
+    metrics_port: int = 9464
+    #: How often the server polls the registry for a newly deployed version (seconds).
+    reload_interval_s: float = 1.0
+    #: Grace period for in-flight RPCs on SIGTERM (seconds).
+    shutdown_grace_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    #: peewee database URL: ``sqlite:///path`` (WAL mode) or ``postgresql://user:pw@host/db``.
+    database_url: str = "sqlite:///var/minhos.db"
+    #: Model repository: ``<root>/<kind>/<version>/`` holding the model file and manifest.json.
+    model_repository: str = "var/models"
+    #: Writes are batched off the request path and flushed at least this often (seconds);
+    #: a kill -9 loses at most the writes of one interval.
+    batch_interval_s: float = 0.2
+    #: A batch is flushed early once it holds this many rows.
+    batch_max_rows: int = 512
+    #: Backups of replaced models are kept this long, then pruned (days).
+    backup_retention_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    #: Confidence is scaled by ``1 + agreement_boost`` when both models pick the same direction.
+    agreement_boost: float = 0.10
+    #: ... and by ``1 - disagreement_penalty`` when they pick opposite directions.
+    disagreement_penalty: float = 0.25
+    #: Weight of the LSTM in the fused probability (the ensemble gets the rest).
+    lstm_weight: float = 0.5
+
+
+@dataclass(frozen=True)
+class KellyConfig:
+    #: Fraction of the full Kelly stake (1/2 Kelly by default).
+    fraction: float = 0.5
+    #: Largest fraction of capital committed to one prediction.
+    cap: float = 0.25
+    #: Resolved outcomes needed before the payoff ratio is estimated from them.
+    min_outcomes_for_payoff: int = 30
+    #: Payoff ratio b assumed until enough outcomes are resolved.
+    default_payoff_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    #: Named threshold profile: "relative" (default: against each model's own validation metrics,
+    #: with a CUSUM on outcomes) or "fixed" (the absolute thresholds below).
+    profile: str = "relative"
+    #: Time window of the health report (hours, market time).
+    window_hours: float = 24.0
+    #: Count window of the health report (last N predictions).
+    last_n: int = 100
+    #: Same alert kind is not raised again within this many minutes.
+    alert_cooldown_minutes: float = 30.0
+    #: "fixed" profile thresholds.
+    fixed_min_accuracy: float = 0.65
+    fixed_min_confidence: float = 0.55
+    fixed_min_agreement: float = 0.6
+    #: Error rate (failed / all requests) thresholds, any profile.
+    warn_error_rate: float = 0.01
+    critical_error_rate: float = 0.05
+    #: Health score thresholds, any profile.
+    warn_health_score: float = 60.0
+    critical_health_score: float = 30.0
+    #: Webhook that critical alerts are POSTed to (JSON); empty for none.
+    critical_webhook_url: str = ""
+    webhook_retries: int = 3
+    webhook_timeout_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    #: Schedules per model kind, in days of market time; 0 turns a schedule off.
+    lstm_every_days: float = 7.0
+    ensemble_every_days: float = 3.0
+    kelly_every_days: float = 14.0
+    #: The challenger must beat the champion's log-loss by at least this much.
+    min_log_loss_improvement: float = 0.0
+    #: A job running longer than this is marked failed (seconds).
+    job_timeout_s: float = 900.0
+    #: A newly deployed model is rolled back if it degrades within this many resolved outcomes.
+    probation_outcomes: int = 50
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    kelly: KellyConfig = field(default_factory=KellyConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+
+
+def _coerce(value: Any, to: Any, where: str) -> Any:
+    if isinstance(to, str):  # postponed annotations arrive as strings
+        to = {"int": int, "float": float, "str": str, "bool": bool}[to]
+    try:
+        if to is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(value)
+        if to is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return to(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: cannot read {value!r} as {to.__name__}") from None
+
+
+def _section_types() -> dict[str, type[Any]]:
+    hints = typing.get_type_hints(Config)
+    return {name: hint for name, hint in hints.items() if isinstance(hint, type)}
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Builds the configuration from defaults, an optional TOML file and the environment."""
+    env = os.environ if env is None else env
+    raw: dict[str, dict[str, Any]] = {}
+    path = path or env.get("MINHOS_CONFIG") or None
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+    sections = _section_types()
+    for name in raw:
+        if name not in sections:
+            raise ConfigError(f"config file: unknown section [{name}]")
+    if "DATABASE_URL" in env:
+        raw.setdefault("storage", {})["database_url"] = env["DATABASE_URL"]
+    for key, value in env.items():
+        if not key.startswith("MINHOS_") or key == "MINHOS_CONFIG":
+            continue
+        section, _, fname = key[len("MINHOS_") :].lower().partition("_")
+        if section in sections:
+            raw.setdefault(section, {})[fname] = value
+    built: dict[str, Any] = {}
+    for name, cls in sections.items():
+        values = raw.get(name, {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for fname, value in values.items():
+            if fname not in fields:
+                raise ConfigError(f"[{name}] has no setting {fname!r}")
+            ftype = fields[fname].type
+            if isinstance(ftype, types.UnionType):
+                raise ConfigError(f"[{name}].{fname}: unsupported type")
+            kwargs[fname] = _coerce(value, ftype, f"[{name}].{fname}")
+        built[name] = cls(**kwargs)
+    config = Config(**built)
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    checks: list[tuple[bool, str]] = [
+        (0 <= config.server.port <= 65535, "[server].port must be in 0..65535"),
+        (config.server.workers >= 1, "[server].workers must be >= 1"),
+        (config.server.max_message_bytes >= 1024, "[server].max_message_bytes must be >= 1024"),
+        (
+            bool(config.server.tls_cert_file) == bool(config.server.tls_key_file),
+            "[server].tls_cert_file and tls_key_file go together",
+        ),
+        (config.storage.batch_interval_s > 0, "[storage].batch_interval_s must be > 0"),
+        (config.storage.batch_max_rows >= 1, "[storage].batch_max_rows must be >= 1"),
+        (0 < config.kelly.fraction <= 1, "[kelly].fraction must be in (0, 1]"),
+        (0 < config.kelly.cap <= 1, "[kelly].cap must be in (0, 1]"),
+        (config.kelly.default_payoff_ratio > 0, "[kelly].default_payoff_ratio must be > 0"),
+        (0 <= config.fusion.lstm_weight <= 1, "[fusion].lstm_weight must be in [0, 1]"),
+        (0 <= config.fusion.disagreement_penalty < 1, "[fusion].disagreement_penalty in [0, 1)"),
+        (config.fusion.agreement_boost >= 0, "[fusion].agreement_boost must be >= 0"),
+        (
+            config.monitoring.profile in {"relative", "fixed"},
+            "[monitoring].profile must be 'relative' or 'fixed'",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -1,0 +1,177 @@
+"""Persistence schema (peewee): models, predictions, outcomes, bars, metrics, alerts and jobs.
+
+SQLite (WAL mode) by default; PostgreSQL when the URL says so, so that several server replicas can
+share one database. Only this module knows table layouts; callers use its functions and rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import peewee as pw
+from playhouse.db_url import connect
+
+#: Bound at start-up by :func:`open_database`; every model below lives in it.
+database = pw.DatabaseProxy()
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC, the one timestamp convention of the database (SQLite has no time zones)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class ModelVersionRow(BaseModel):
+    """One registered model version; ``stage`` says which one serves."""
+
+    kind = pw.CharField(max_length=16, index=True)  # "lstm" | "ensemble" | "kelly"
+    version = pw.CharField(max_length=64)
+    sha256 = pw.CharField(max_length=64)
+    stage = pw.CharField(max_length=16, index=True)  # candidate|deployed|backup|rejected|retired
+    created_at = pw.DateTimeField(default=utcnow)
+    deployed_at = pw.DateTimeField(null=True)
+    #: When the stage last changed: a backup's retention counts from here.
+    stage_changed_at = pw.DateTimeField(default=utcnow)
+    path = pw.CharField(max_length=512)
+    manifest = pw.TextField()  # the manifest.json text, kept so the row is self-describing
+
+    class Meta:
+        indexes = ((("kind", "version"), True),)
+
+
+class PredictionRow(BaseModel):
+    id = pw.CharField(max_length=36, primary_key=True)
+    symbol = pw.CharField(max_length=32, index=True)
+    bar_time = pw.DateTimeField(index=True)  # market time of the last bar of the window
+    created_at = pw.DateTimeField(default=utcnow)  # wall time
+    direction = pw.SmallIntegerField()  # +1 up, -1 down
+    probability_up = pw.DoubleField()
+    confidence = pw.DoubleField()
+    lstm_probability = pw.DoubleField()
+    ensemble_probability = pw.DoubleField()
+    agreement = pw.DoubleField()
+    kelly_fraction = pw.DoubleField()
+    lstm_version = pw.CharField(max_length=64)
+    ensemble_version = pw.CharField(max_length=64)
+    kelly_version = pw.CharField(max_length=64)
+    latency_ms = pw.DoubleField()
+
+
+class OutcomeRow(BaseModel):
+    prediction = pw.ForeignKeyField(PredictionRow, primary_key=True, backref="outcome")
+    realized_return = pw.DoubleField()
+    hit = pw.BooleanField()
+    position_return = pw.DoubleField()
+    resolved_at = pw.DateTimeField(index=True)  # market time when known
+
+
+class BarRow(BaseModel):
+    """Bars the server has seen, kept for retraining on recent data."""
+
+    symbol = pw.CharField(max_length=32)
+    time = pw.DateTimeField()
+    open = pw.DoubleField()
+    high = pw.DoubleField()
+    low = pw.DoubleField()
+    close = pw.DoubleField()
+    volume = pw.DoubleField()
+
+    class Meta:
+        indexes = ((("symbol", "time"), True),)
+
+
+class RequestRow(BaseModel):
+    """One served RPC, for error rates and latency over market-time windows."""
+
+    method = pw.CharField(max_length=64)
+    code = pw.CharField(max_length=32)  # grpc.StatusCode name
+    latency_ms = pw.DoubleField()
+    created_at = pw.DateTimeField(default=utcnow, index=True)
+    market_time = pw.DateTimeField(null=True, index=True)
+
+
+class MetricRow(BaseModel):
+    """A metric snapshot (health score, accuracy, ...) for trends and the dashboard."""
+
+    name = pw.CharField(max_length=64, index=True)
+    component = pw.CharField(max_length=16)
+    value = pw.DoubleField()
+    market_time = pw.DateTimeField(index=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class AlertRow(BaseModel):
+    id = pw.CharField(max_length=36, primary_key=True)
+    kind = pw.CharField(max_length=32, index=True)
+    severity = pw.SmallIntegerField()
+    component = pw.CharField(max_length=16)
+    message = pw.TextField()
+    value = pw.DoubleField()
+    threshold = pw.DoubleField()
+    raised_at = pw.DateTimeField(default=utcnow, index=True)
+    market_time = pw.DateTimeField(null=True)
+    acknowledged = pw.BooleanField(default=False)
+    acknowledged_at = pw.DateTimeField(null=True)
+    acknowledged_by = pw.CharField(max_length=128, default="")
+
+
+class JobRow(BaseModel):
+    id = pw.CharField(max_length=36, primary_key=True)
+    kind = pw.CharField(max_length=16, index=True)
+    state = pw.CharField(max_length=16, index=True)
+    trigger = pw.CharField(max_length=16)
+    note = pw.TextField(default="")
+    queued_at = pw.DateTimeField(default=utcnow)
+    started_at = pw.DateTimeField(null=True)
+    finished_at = pw.DateTimeField(null=True)
+    champion_version = pw.CharField(max_length=64, default="")
+    challenger_version = pw.CharField(max_length=64, default="")
+    gate_metrics = pw.TextField(default="[]")  # JSON list of {name, champion, challenger}
+    failure_reason = pw.TextField(default="")
+    log = pw.TextField(default="")
+
+
+TABLES: list[type[BaseModel]] = [
+    ModelVersionRow,
+    PredictionRow,
+    OutcomeRow,
+    BarRow,
+    RequestRow,
+    MetricRow,
+    AlertRow,
+    JobRow,
+]
+
+
+def open_database(url: str) -> pw.Database:
+    """Connects the proxy to ``url`` and creates missing tables. Idempotent."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # WAL lets readers (dashboard, monitor) run beside the batched writer; busy_timeout makes
+        # a second process wait for the lock instead of failing.
+        kwargs["pragmas"] = {
+            "journal_mode": "wal",
+            "synchronous": "normal",
+            "busy_timeout": 10_000,
+            "foreign_keys": 1,
+        }
+    db = connect(url, **kwargs)
+    database.initialize(db)
+    db.connect(reuse_if_open=True)
+    db.create_tables(TABLES, safe=True)
+    return db
+
+
+def close_database() -> None:
+    if database.obj is not None and not database.is_closed():
+        database.close()
