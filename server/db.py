@@ -165,7 +165,7 @@ def open_database(url: str) -> pw.Database:
             "busy_timeout": 10_000,
             "foreign_keys": 1,
         }
-    db = connect(url, **kwargs)
+    db: pw.Database = connect(url, **kwargs)
     database.initialize(db)
     db.connect(reuse_if_open=True)
     db.create_tables(TABLES, safe=True)

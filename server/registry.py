@@ -220,14 +220,13 @@ class ModelRepository:
             query = query.where(ModelVersionRow.kind == kind)
         if stage:
             query = query.where(ModelVersionRow.stage == stage)
-        return list(query.order_by(ModelVersionRow.created_at.desc(), ModelVersionRow.id.desc()))
+        return list(query.order_by(ModelVersionRow.created_at.desc(), ModelVersionRow.version.desc()))
 
     def prune_backups(self, older_than: dt.datetime) -> list[str]:
         """Retires backups that became backups before ``older_than`` and deletes their files."""
         pruned: list[str] = []
         rows = ModelVersionRow.select().where(
-            (ModelVersionRow.stage == "backup")
-            & (ModelVersionRow.stage_changed_at < older_than)
+            (ModelVersionRow.stage == "backup") & (ModelVersionRow.stage_changed_at < older_than)
         )
         for row in rows:
             shutil.rmtree(self.root / row.path, ignore_errors=True)
