@@ -20,13 +20,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 protos: $(STAMP)
-	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --pyi_out=protos \
+	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --mypy_out=protos \
 	  --grpc_python_out=protos --mypy_grpc_out=protos $(PROTO_SRC)
 
 # Regenerates into a scratch directory and fails if the committed code differs from the .proto files.
 protos-check: $(STAMP)
 	@tmp=$$(mktemp -d) && \
-	$(PY) -m grpc_tools.protoc -I protos --python_out=$$tmp --pyi_out=$$tmp \
+	$(PY) -m grpc_tools.protoc -I protos --python_out=$$tmp --mypy_out=$$tmp \
 	  --grpc_python_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_SRC) >/dev/null && \
 	for f in $$tmp/minhos/v1/*; do \
 	  diff -q $$f protos/minhos/v1/$$(basename $$f) || { echo "generated code is stale: run make protos"; exit 1; }; \

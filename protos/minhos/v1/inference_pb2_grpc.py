@@ -55,6 +55,11 @@ class InferenceServiceStub(object):
                 request_serializer=minhos_dot_v1_dot_inference__pb2.GetServingInfoRequest.SerializeToString,
                 response_deserializer=minhos_dot_v1_dot_inference__pb2.GetServingInfoResponse.FromString,
                 _registered_method=True)
+        self.ListPredictions = channel.unary_unary(
+                '/minhos.v1.InferenceService/ListPredictions',
+                request_serializer=minhos_dot_v1_dot_inference__pb2.ListPredictionsRequest.SerializeToString,
+                response_deserializer=minhos_dot_v1_dot_inference__pb2.ListPredictionsResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer(object):
@@ -91,6 +96,13 @@ class InferenceServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPredictions(self, request, context):
+        """Recent predictions with their outcomes, newest first (for dashboards and audits).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +125,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.GetServingInfo,
                     request_deserializer=minhos_dot_v1_dot_inference__pb2.GetServingInfoRequest.FromString,
                     response_serializer=minhos_dot_v1_dot_inference__pb2.GetServingInfoResponse.SerializeToString,
+            ),
+            'ListPredictions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPredictions,
+                    request_deserializer=minhos_dot_v1_dot_inference__pb2.ListPredictionsRequest.FromString,
+                    response_serializer=minhos_dot_v1_dot_inference__pb2.ListPredictionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +241,33 @@ class InferenceService(object):
             '/minhos.v1.InferenceService/GetServingInfo',
             minhos_dot_v1_dot_inference__pb2.GetServingInfoRequest.SerializeToString,
             minhos_dot_v1_dot_inference__pb2.GetServingInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPredictions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/minhos.v1.InferenceService/ListPredictions',
+            minhos_dot_v1_dot_inference__pb2.ListPredictionsRequest.SerializeToString,
+            minhos_dot_v1_dot_inference__pb2.ListPredictionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

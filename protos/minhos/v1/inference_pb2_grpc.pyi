@@ -44,6 +44,8 @@ class InferenceServiceStub:
     """Records the realized outcome of a prediction. Idempotent by prediction id."""
     GetServingInfo: _grpc.UnaryUnaryMultiCallable[_inference_pb2.GetServingInfoRequest, _inference_pb2.GetServingInfoResponse]
     """Describes what the server serves: the window a request needs and the deployed versions."""
+    ListPredictions: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ListPredictionsRequest, _inference_pb2.ListPredictionsResponse]
+    """Recent predictions with their outcomes, newest first (for dashboards and audits)."""
 
 @_typing.type_check_only
 class InferenceServiceAsyncStub(InferenceServiceStub):
@@ -61,6 +63,8 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     """Records the realized outcome of a prediction. Idempotent by prediction id."""
     GetServingInfo: _aio.UnaryUnaryMultiCallable[_inference_pb2.GetServingInfoRequest, _inference_pb2.GetServingInfoResponse]  # type: ignore[assignment]
     """Describes what the server serves: the window a request needs and the deployed versions."""
+    ListPredictions: _aio.UnaryUnaryMultiCallable[_inference_pb2.ListPredictionsRequest, _inference_pb2.ListPredictionsResponse]  # type: ignore[assignment]
+    """Recent predictions with their outcomes, newest first (for dashboards and audits)."""
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Serves fused, Kelly-sized direction predictions."""
@@ -99,5 +103,13 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.GetServingInfoResponse, _abc.Awaitable[_inference_pb2.GetServingInfoResponse]]:
         """Describes what the server serves: the window a request needs and the deployed versions."""
+
+    @_abc_1.abstractmethod
+    def ListPredictions(
+        self,
+        request: _inference_pb2.ListPredictionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.ListPredictionsResponse, _abc.Awaitable[_inference_pb2.ListPredictionsResponse]]:
+        """Recent predictions with their outcomes, newest first (for dashboards and audits)."""
 
 def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

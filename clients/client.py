@@ -1,0 +1,431 @@
+"""Typed Python client for MinhOS, sync and asyncio.
+
+Deadlines on every call (``timeout``, overridable per call). Retries are left to gRPC's own retry
+policy (a service config on the channel) and only for idempotent RPCs on UNAVAILABLE: a Predict
+stores a prediction and TriggerRetrain queues a job, so retrying them could do the work twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from numpy.typing import NDArray
+
+from minhos.v1 import (
+    calibration_pb2,
+    calibration_pb2_grpc,
+    common_pb2,
+    inference_pb2,
+    inference_pb2_grpc,
+    monitoring_pb2,
+    monitoring_pb2_grpc,
+    retrain_pb2,
+    retrain_pb2_grpc,
+)
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+#: Safe to repeat: reads, and RecordOutcome / AcknowledgeAlert, which are idempotent by id.
+IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
+    "minhos.v1.InferenceService": ("RecordOutcome", "GetServingInfo", "ListPredictions"),
+    "minhos.v1.MonitoringService": ("GetHealth", "ListAlerts", "AcknowledgeAlert"),
+    "minhos.v1.CalibrationService": ("GetCalibration",),
+    "minhos.v1.RetrainService": ("GetJob", "ListJobs", "ListModelVersions"),
+}
+
+KINDS: dict[str, common_pb2.ModelKind.ValueType] = {
+    "lstm": common_pb2.MODEL_KIND_LSTM,
+    "ensemble": common_pb2.MODEL_KIND_ENSEMBLE,
+    "kelly": common_pb2.MODEL_KIND_KELLY,
+}
+
+
+def _kind(name: str | None) -> common_pb2.ModelKind.ValueType:
+    return KINDS[name] if name else common_pb2.MODEL_KIND_UNSPECIFIED
+
+
+def service_config(max_attempts: int = 4) -> str:
+    """gRPC service config enabling retries of the idempotent methods on UNAVAILABLE."""
+    names = [
+        {"service": service, "method": method}
+        for service, methods in IDEMPOTENT_METHODS.items()
+        for method in methods
+    ]
+    policy = {
+        "maxAttempts": max_attempts,
+        "initialBackoff": "0.05s",
+        "maxBackoff": "1s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    return json.dumps({"methodConfig": [{"name": names, "retryPolicy": policy}]})
+
+
+def channel_options(max_attempts: int = 4) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", service_config(max_attempts)),
+        ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ]
+
+
+def timestamp(value: dt.datetime | np.datetime64) -> Timestamp:
+    ts = Timestamp()
+    if isinstance(value, np.datetime64):
+        ts.FromNanoseconds(int(value.astype("datetime64[ns]").astype(np.int64)))
+    else:
+        ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
+    return ts
+
+
+def bar(
+    time: dt.datetime | np.datetime64, o: float, h: float, lo: float, c: float, v: float
+) -> common_pb2.Bar:
+    return common_pb2.Bar(time=timestamp(time), open=o, high=h, low=lo, close=c, volume=v)
+
+
+def bars_from_arrays(times: NDArray[Any], ohlcv: NDArray[np.float64]) -> list[common_pb2.Bar]:
+    """Bars from a datetime64 array and an (n, 5) open/high/low/close/volume array."""
+    if len(times) != len(ohlcv):
+        raise ValueError(f"{len(times)} times but {len(ohlcv)} rows of prices")
+    return [bar(t, *map(float, row)) for t, row in zip(times, ohlcv, strict=True)]
+
+
+def duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromTimedelta(dt.timedelta(seconds=seconds))
+    return d
+
+
+def _credentials(
+    target: str, tls_ca_file: str | None, token: str | None
+) -> grpc.ChannelCredentials | None:
+    if not tls_ca_file:
+        return None
+    with open(tls_ca_file, "rb") as fh:
+        creds = grpc.ssl_channel_credentials(root_certificates=fh.read())
+    if token:
+        creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
+    return creds
+
+
+class _Stubs:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.inference = inference_pb2_grpc.InferenceServiceStub(channel)
+        self.monitoring = monitoring_pb2_grpc.MonitoringServiceStub(channel)
+        self.calibration = calibration_pb2_grpc.CalibrationServiceStub(channel)
+        self.retrain = retrain_pb2_grpc.RetrainServiceStub(channel)
+
+
+class _AsyncStubs:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.inference = inference_pb2_grpc.InferenceServiceStub(channel)
+        self.monitoring = monitoring_pb2_grpc.MonitoringServiceStub(channel)
+
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+def _metadata(token: str | None, tls: bool) -> Metadata | None:
+    # Over TLS the token rides in call credentials; in plaintext (loopback, tests) as metadata.
+    return (("authorization", f"Bearer {token}"),) if token and not tls else None
+
+
+def _requests(
+    symbol: str | None, items: Iterable[common_pb2.Bar | inference_pb2.StreamRequest]
+) -> Iterator[inference_pb2.StreamRequest]:
+    for item in items:
+        if isinstance(item, inference_pb2.StreamRequest):
+            yield item
+        else:
+            if symbol is None:
+                raise ValueError("a symbol is needed to stream plain bars")
+            yield inference_pb2.StreamRequest(symbol=symbol, bar=item)
+
+
+class MinhosClient:
+    """Blocking client. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = 10.0,
+        token: str | None = None,
+        tls_ca_file: str | None = None,
+        max_attempts: int = 4,
+    ) -> None:
+        creds = _credentials(target, tls_ca_file, token)
+        options = channel_options(max_attempts)
+        self._channel = (
+            grpc.secure_channel(target, creds, options=options)
+            if creds
+            else grpc.insecure_channel(target, options=options)
+        )
+        self._stubs = _Stubs(self._channel)
+        self._metadata = _metadata(token, creds is not None)
+        self.timeout = timeout
+
+    def __enter__(self) -> MinhosClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        grpc.channel_ready_future(self._channel).result(timeout=timeout)
+
+    def _t(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+    # Inference
+    def predict(
+        self, symbol: str, bars: Sequence[common_pb2.Bar], *, timeout: float | None = None
+    ) -> inference_pb2.PredictResponse:
+        request = inference_pb2.PredictRequest(symbol=symbol, bars=bars)
+        return self._stubs.inference.Predict(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    def predict_stream(
+        self,
+        items: Iterable[common_pb2.Bar | inference_pb2.StreamRequest],
+        *,
+        symbol: str | None = None,
+        timeout: float | None = None,
+    ) -> grpc.CallIterator[inference_pb2.StreamResponse]:
+        """Streams bars (of ``symbol``) or StreamRequests; yields one response per bar.
+
+        ``timeout`` bounds the whole stream; None means no deadline (a live feed)."""
+        return self._stubs.inference.PredictStream(
+            _requests(symbol, items), timeout=timeout, metadata=self._metadata
+        )
+
+    def record_outcome(
+        self,
+        prediction_id: str,
+        realized_return: float,
+        resolved_at: dt.datetime | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> inference_pb2.RecordOutcomeResponse:
+        request = inference_pb2.RecordOutcomeRequest(
+            prediction_id=prediction_id, realized_return=realized_return
+        )
+        if resolved_at is not None:
+            request.resolved_at.CopyFrom(timestamp(resolved_at))
+        return self._stubs.inference.RecordOutcome(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    def serving_info(self, *, timeout: float | None = None) -> inference_pb2.GetServingInfoResponse:
+        return self._stubs.inference.GetServingInfo(
+            inference_pb2.GetServingInfoRequest(), timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    def list_predictions(
+        self,
+        symbol: str = "",
+        *,
+        limit: int = 0,
+        resolved_only: bool = False,
+        timeout: float | None = None,
+    ) -> list[inference_pb2.PredictionRecord]:
+        request = inference_pb2.ListPredictionsRequest(
+            symbol=symbol, limit=limit, resolved_only=resolved_only
+        )
+        reply = self._stubs.inference.ListPredictions(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+        return list(reply.records)
+
+    # Monitoring
+    def health(
+        self, *, window_hours: float = 0, last_n: int = 0, timeout: float | None = None
+    ) -> monitoring_pb2.GetHealthResponse:
+        request = monitoring_pb2.GetHealthRequest(last_n=last_n)
+        if window_hours:
+            request.window.CopyFrom(duration(window_hours * 3600))
+        return self._stubs.monitoring.GetHealth(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    def alerts(
+        self,
+        *,
+        include_acknowledged: bool = False,
+        min_severity: monitoring_pb2.Severity.ValueType = monitoring_pb2.SEVERITY_UNSPECIFIED,
+        limit: int = 0,
+        timeout: float | None = None,
+    ) -> list[monitoring_pb2.Alert]:
+        request = monitoring_pb2.ListAlertsRequest(
+            include_acknowledged=include_acknowledged, min_severity=min_severity, limit=limit
+        )
+        reply = self._stubs.monitoring.ListAlerts(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+        return list(reply.alerts)
+
+    def acknowledge(
+        self, alert_id: str, by: str = "", *, timeout: float | None = None
+    ) -> monitoring_pb2.Alert:
+        request = monitoring_pb2.AcknowledgeAlertRequest(alert_id=alert_id, acknowledged_by=by)
+        return self._stubs.monitoring.AcknowledgeAlert(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    # Calibration
+    def calibration(
+        self,
+        *,
+        source: calibration_pb2.ProbabilitySource.ValueType = (
+            calibration_pb2.PROBABILITY_SOURCE_UNSPECIFIED
+        ),
+        last_n: int = 0,
+        window_hours: float = 0,
+        bins: int = 0,
+        binning: calibration_pb2.Binning.ValueType = calibration_pb2.BINNING_UNSPECIFIED,
+        timeout: float | None = None,
+    ) -> list[calibration_pb2.CalibrationReport]:
+        request = calibration_pb2.GetCalibrationRequest(
+            source=source, last_n=last_n, bins=bins, binning=binning
+        )
+        if window_hours:
+            request.window.CopyFrom(duration(window_hours * 3600))
+        reply = self._stubs.calibration.GetCalibration(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+        return list(reply.reports)
+
+    # Retraining and versions
+    def trigger_retrain(
+        self, kind: str, note: str = "", *, timeout: float | None = None
+    ) -> retrain_pb2.TriggerRetrainResponse:
+        request = retrain_pb2.TriggerRetrainRequest(kind=KINDS[kind], note=note)
+        return self._stubs.retrain.TriggerRetrain(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    def job(self, job_id: str, *, timeout: float | None = None) -> retrain_pb2.Job:
+        return self._stubs.retrain.GetJob(
+            retrain_pb2.GetJobRequest(job_id=job_id),
+            timeout=self._t(timeout),
+            metadata=self._metadata,
+        )
+
+    def jobs(
+        self, kind: str | None = None, *, limit: int = 0, timeout: float | None = None
+    ) -> list[retrain_pb2.Job]:
+        request = retrain_pb2.ListJobsRequest(kind=_kind(kind), limit=limit)
+        reply = self._stubs.retrain.ListJobs(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+        return list(reply.jobs)
+
+    def model_versions(
+        self, kind: str | None = None, *, timeout: float | None = None
+    ) -> list[common_pb2.ModelVersion]:
+        request = retrain_pb2.ListModelVersionsRequest(kind=_kind(kind))
+        reply = self._stubs.retrain.ListModelVersions(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+        return list(reply.versions)
+
+    def rollback(
+        self, kind: str, to_version: str = "", reason: str = "", *, timeout: float | None = None
+    ) -> retrain_pb2.RollbackResponse:
+        request = retrain_pb2.RollbackRequest(
+            kind=KINDS[kind], to_version=to_version, reason=reason
+        )
+        return self._stubs.retrain.Rollback(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
+
+class AsyncMinhosClient:
+    """asyncio client (grpc.aio) for the hot paths; same deadlines and retry policy."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = 10.0,
+        token: str | None = None,
+        tls_ca_file: str | None = None,
+        max_attempts: int = 4,
+    ) -> None:
+        creds = _credentials(target, tls_ca_file, token)
+        options = channel_options(max_attempts)
+        self._channel = (
+            grpc.aio.secure_channel(target, creds, options=options)
+            if creds
+            else grpc.aio.insecure_channel(target, options=options)
+        )
+        self._stubs = _AsyncStubs(self._channel)
+        self._metadata = _metadata(token, creds is not None)
+        self.timeout = timeout
+
+    async def __aenter__(self) -> AsyncMinhosClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    def _t(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+    async def predict(
+        self, symbol: str, bars: Sequence[common_pb2.Bar], *, timeout: float | None = None
+    ) -> inference_pb2.PredictResponse:
+        request = inference_pb2.PredictRequest(symbol=symbol, bars=bars)
+        return await self._stubs.inference.Predict(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    async def predict_stream(
+        self,
+        items: Iterable[common_pb2.Bar | inference_pb2.StreamRequest],
+        *,
+        symbol: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[inference_pb2.StreamResponse]:
+        call = self._stubs.inference.PredictStream(
+            _requests(symbol, items), timeout=timeout, metadata=self._metadata
+        )
+        async for response in call:
+            yield response
+
+    async def record_outcome(
+        self, prediction_id: str, realized_return: float, *, timeout: float | None = None
+    ) -> inference_pb2.RecordOutcomeResponse:
+        request = inference_pb2.RecordOutcomeRequest(
+            prediction_id=prediction_id, realized_return=realized_return
+        )
+        return await self._stubs.inference.RecordOutcome(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    async def serving_info(
+        self, *, timeout: float | None = None
+    ) -> inference_pb2.GetServingInfoResponse:
+        return await self._stubs.inference.GetServingInfo(
+            inference_pb2.GetServingInfoRequest(), timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    async def health(self, *, timeout: float | None = None) -> monitoring_pb2.GetHealthResponse:
+        return await self._stubs.monitoring.GetHealth(
+            monitoring_pb2.GetHealthRequest(), timeout=self._t(timeout), metadata=self._metadata
+        )

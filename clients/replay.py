@@ -1,0 +1,188 @@
+"""The replay client, the trading "brain": streams a market-data span to PredictStream as live bars.
+
+Each bar goes to the server, which resolves the previous prediction of the symbol from it (so the
+outcomes land in the database exactly as in live trading) and predicts the next bar. The client
+keeps a running summary: predictions, hit rate, mean confidence, agreement, and the return of the
+Kelly-sized positions against buy-and-hold over the same bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+from tqdm import tqdm
+
+from clients.client import DEFAULT_TARGET, MinhosClient, bar
+from minhos.v1 import inference_pb2
+
+DEFAULT_START = "2013-01-01"  # first bar of the default walk-forward test span (export.split)
+
+
+@dataclass
+class ReplaySummary:
+    bars_sent: int = 0
+    predictions: int = 0
+    resolved: int = 0
+    hits: int = 0
+    confidence_sum: float = 0.0
+    agreement_sum: float = 0.0
+    agree_count: int = 0
+    #: Compounded growth of 1 unit of capital.
+    kelly_equity: float = 1.0
+    buy_hold_equity: float = 1.0
+    seconds: float = 0.0
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.resolved if self.resolved else math.nan
+
+    @property
+    def mean_confidence(self) -> float:
+        return self.confidence_sum / self.predictions if self.predictions else math.nan
+
+    @property
+    def agreement_rate(self) -> float:
+        return self.agree_count / self.predictions if self.predictions else math.nan
+
+    def update(self, response: inference_pb2.StreamResponse) -> None:
+        self.bars_sent += 1
+        if response.HasField("resolved"):
+            outcome = response.resolved
+            self.resolved += 1
+            self.hits += int(outcome.hit)
+            self.kelly_equity *= 1.0 + outcome.position_return
+            self.buy_hold_equity *= 1.0 + outcome.realized_return
+        if response.HasField("prediction"):
+            p = response.prediction
+            self.predictions += 1
+            self.confidence_sum += p.confidence
+            self.agreement_sum += p.agreement
+            same_side = (p.lstm.probability_up >= 0.5) == (p.ensemble.probability_up >= 0.5)
+            self.agree_count += int(same_side)
+
+    def postfix(self) -> dict[str, str]:
+        return {
+            "hit": f"{self.hit_rate:.3f}",
+            "conf": f"{self.mean_confidence:.3f}",
+            "kelly": f"{self.kelly_equity - 1:+.2%}",
+            "b&h": f"{self.buy_hold_equity - 1:+.2%}",
+        }
+
+    def table(self) -> str:
+        rows = [
+            ("bars streamed", f"{self.bars_sent}"),
+            ("predictions", f"{self.predictions}"),
+            ("resolved outcomes", f"{self.resolved}"),
+            ("hit rate", f"{self.hit_rate:.4f}"),
+            ("mean confidence", f"{self.mean_confidence:.4f}"),
+            ("model agreement rate", f"{self.agreement_rate:.4f}"),
+            ("Kelly-sized return", f"{self.kelly_equity - 1:+.2%}"),
+            ("buy-and-hold return", f"{self.buy_hold_equity - 1:+.2%}"),
+            (
+                "wall time",
+                f"{self.seconds:.1f} s ({self.bars_sent / max(self.seconds, 1e-9):.0f} bars/s)",
+            ),
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _bars(
+    symbol: str,
+    times: np.ndarray,
+    ohlcv: np.ndarray,
+    speed: float,
+) -> Iterator[inference_pb2.StreamRequest]:
+    interval = 1.0 / speed if speed > 0 else 0.0
+    for t, row in zip(times, ohlcv, strict=True):
+        if interval:
+            time.sleep(interval)
+        yield inference_pb2.StreamRequest(symbol=symbol, bar=bar(t, *map(float, row)))
+
+
+def replay(
+    client: MinhosClient,
+    symbol: str,
+    times: np.ndarray,
+    ohlcv: np.ndarray,
+    *,
+    start_index: int,
+    speed: float = 0.0,
+    progress: bool = True,
+) -> ReplaySummary:
+    """Streams bars from ``start_index - bars_required + 1`` (warm-up) to the end; the first
+    prediction is made on bar ``start_index``."""
+    need = client.serving_info().bars_required
+    first = max(0, start_index - need + 1)
+    summary = ReplaySummary()
+    began = time.perf_counter()
+    stream = client.predict_stream(_bars(symbol, times[first:], ohlcv[first:], speed))
+    with tqdm(
+        total=len(times) - first, unit="bar", disable=not progress, file=sys.stderr
+    ) as bar_progress:
+        try:
+            for response in stream:
+                summary.update(response)
+                bar_progress.update(1)
+                if summary.bars_sent % 50 == 0:
+                    bar_progress.set_postfix(summary.postfix(), refresh=False)
+        except KeyboardInterrupt:
+            stream.cancel()  # type: ignore[no-untyped-call]
+            print("\ninterrupted: the summary covers the bars streamed so far", file=sys.stderr)
+    summary.seconds = time.perf_counter() - began
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minhos-replay", description=__doc__)
+    parser.add_argument("--target", default=os.environ.get("MINHOS_TARGET", DEFAULT_TARGET))
+    parser.add_argument("--token", default=os.environ.get("MINHOS_TOKEN") or None)
+    parser.add_argument("--csv", help="OHLCV CSV to replay instead of the built-in S&P 500")
+    parser.add_argument("--symbol", default=None)
+    parser.add_argument("--start", default=DEFAULT_START, help="first date to predict")
+    parser.add_argument("--limit", type=int, default=0, help="stop after this many bars (0: all)")
+    parser.add_argument("--speed", type=float, default=0.0, help="bars per second (0: max)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    from export.data import load_csv, load_sp500  # pandas and arch live on the client side
+
+    data = load_csv(args.csv, symbol=args.symbol) if args.csv else load_sp500()
+    symbol = args.symbol or data.symbol
+    start_index = int(np.searchsorted(data.times, np.datetime64(args.start)))
+    if start_index >= len(data.times):
+        parser.error(f"--start {args.start} is after the last bar ({data.times[-1]})")
+    end = len(data.times) if not args.limit else min(len(data.times), start_index + args.limit)
+    with MinhosClient(args.target, token=args.token) as client:
+        try:
+            client.wait_ready(timeout=10)
+            summary = replay(
+                client,
+                symbol,
+                data.times[:end],
+                data.ohlcv[:end],
+                start_index=start_index,
+                speed=args.speed,
+                progress=not args.no_progress,
+            )
+        except grpc.RpcError as exc:
+            detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            print(f"error: {detail}", file=sys.stderr)
+            return 1
+        except grpc.FutureTimeoutError:
+            print(f"error: no server at {args.target}", file=sys.stderr)
+            return 1
+    print(summary.table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
