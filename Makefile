@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTO_SRC := $(wildcard protos/minhos/v1/*.proto)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup protos protos-check train serve replay dashboard demo test test-fast lint bench clean
+.PHONY: setup browser protos protos-check train serve replay dashboard demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -47,7 +47,15 @@ dashboard: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m clients.demo
 
-test: $(STAMP) protos-check
+# The dashboard tests drive Debian's Chromium (a browser download from a test tool is not possible
+# here); installed once if missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the dashboard tests"; \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) >/dev/null \
+	  || echo "warning: could not install chromium; the browser tests will fail"; }
+
+test: $(STAMP) protos-check browser
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
