@@ -106,6 +106,33 @@ class MonitoringConfig:
     critical_webhook_url: str = ""
     webhook_retries: int = 3
     webhook_timeout_s: float = 2.0
+    #: Resolved outcomes needed before accuracy/confidence are scored (fewer: status "unknown").
+    min_resolved_for_health: int = 30
+    #: Health sub-scores fall linearly from 100 at z = 0 to 0 at z = -health_z_floor.
+    health_z_floor: float = 3.0
+    #: CUSUM: the drop in accuracy below the validation accuracy p0 it is tuned to detect.
+    cusum_drop: float = 0.06
+    #: CUSUM: in-control average run length (bars) of the warning level; sets the threshold h.
+    cusum_arl0: float = 20000.0
+    #: Calibration: resolved outcomes needed before calibration is judged.
+    calibration_min_samples: int = 50
+    #: Calibration: ECE above this is reported as out of tolerance.
+    calibration_max_ece: float = 0.05
+    #: Calibration: a bin is flagged over/under-confident only with this many predictions ...
+    calibration_min_bin_count: int = 20
+    #: ... and a binomial |z| of its gap at least this large.
+    calibration_z: float = 2.0
+    #: Confidence zones: lower edges of low / medium / high / very_high (very_low starts at 0.5).
+    zone_low_from: float = 0.52
+    zone_medium_from: float = 0.55
+    zone_high_from: float = 0.60
+    zone_very_high_from: float = 0.70
+    #: Trends: last N predictions a slope is fitted over, and the |t| that makes it significant.
+    trend_last_n: int = 200
+    trend_t: float = 2.0
+    #: Latency anomaly: requests per chunk, and the robust z (median/MAD) that raises an alert.
+    anomaly_chunk: int = 50
+    anomaly_z: float = 4.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,116 @@
+"""Validation of OHLCV bars, shared by the loaders (CSV, built-in data) and the server's request path.
+
+numpy only, so the serving process can use it without pandas. Every error names the row and the
+column, because "bad data" with no location is useless on a 5,000-row file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+OPEN, HIGH, LOW, CLOSE, VOLUME = range(5)
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class BarError(ValueError):
+    """A bar is malformed. ``row`` is 0-based within the checked data (None when not per row)."""
+
+    def __init__(self, message: str, *, row: int | None = None, column: str | None = None) -> None:
+        super().__init__(message)
+        self.row = row
+        self.column = column
+
+
+def _first(mask: npt.NDArray[np.bool_]) -> tuple[int, int] | None:
+    hits = np.argwhere(mask)
+    if hits.size == 0:
+        return None
+    row, col = hits[0]
+    return int(row), int(col)
+
+
+def validate_ohlcv(
+    ohlcv: FloatArray,
+    times: npt.NDArray[np.datetime64] | None = None,
+    *,
+    row_labels: Sequence[str] | None = None,
+) -> None:
+    """Raises :class:`BarError` on the first problem: wrong shape, NaN or inf, non-positive prices,
+    negative volume, high below low / open / close, low above open / close, and (given ``times``)
+    unsorted or duplicate times. ``row_labels`` replaces row indices in messages (e.g. CSV lines)."""
+
+    def where(row: int) -> str:
+        return row_labels[row] if row_labels is not None else f"bar {row}"
+
+    if ohlcv.ndim != 2 or ohlcv.shape[1] != len(COLUMNS):
+        raise BarError(f"expected an (n, 5) array of {', '.join(COLUMNS)}; got shape {ohlcv.shape}")
+    bad = _first(~np.isfinite(ohlcv))
+    if bad is not None:
+        row, col = bad
+        raise BarError(
+            f"{where(row)}: {COLUMNS[col]} is {ohlcv[row, col]} (must be finite)",
+            row=row,
+            column=COLUMNS[col],
+        )
+    bad = _first(ohlcv[:, :4] <= 0)
+    if bad is not None:
+        row, col = bad
+        raise BarError(
+            f"{where(row)}: {COLUMNS[col]} is {ohlcv[row, col]} (prices must be > 0)",
+            row=row,
+            column=COLUMNS[col],
+        )
+    negative = np.flatnonzero(ohlcv[:, VOLUME] < 0)
+    if negative.size:
+        row = int(negative[0])
+        raise BarError(
+            f"{where(row)}: volume is {ohlcv[row, VOLUME]} (must be >= 0)", row=row, column="volume"
+        )
+    for column, other, op in (
+        (HIGH, LOW, "below low"),
+        (HIGH, OPEN, "below open"),
+        (HIGH, CLOSE, "below close"),
+    ):
+        rows = np.flatnonzero(ohlcv[:, column] < ohlcv[:, other])
+        if rows.size:
+            row = int(rows[0])
+            raise BarError(
+                f"{where(row)}: high {ohlcv[row, HIGH]} is {op} {ohlcv[row, other]}",
+                row=row,
+                column="high",
+            )
+    for other, op in ((OPEN, "above open"), (CLOSE, "above close")):
+        rows = np.flatnonzero(ohlcv[:, LOW] > ohlcv[:, other])
+        if rows.size:
+            row = int(rows[0])
+            raise BarError(
+                f"{where(row)}: low {ohlcv[row, LOW]} is {op} {ohlcv[row, other]}",
+                row=row,
+                column="low",
+            )
+    if times is not None:
+        if len(times) != len(ohlcv):
+            raise BarError(f"{len(times)} times for {len(ohlcv)} bars")
+        steps = np.diff(times.astype("datetime64[ns]").astype(np.int64))
+        back = np.flatnonzero(steps < 0)
+        if back.size:
+            row = int(back[0]) + 1
+            raise BarError(
+                f"{where(row)}: time {times[row]} is before the previous bar's {times[row - 1]} "
+                "(bars must be sorted by time)",
+                row=row,
+                column="time",
+            )
+        dup = np.flatnonzero(steps == 0)
+        if dup.size:
+            row = int(dup[0]) + 1
+            raise BarError(
+                f"{where(row)}: time {times[row]} duplicates the previous bar",
+                row=row,
+                column="time",
+            )

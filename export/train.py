@@ -1,0 +1,348 @@
+"""Training: features -> walk-forward split -> LSTM and ensemble -> ONNX (parity-checked) -> Kelly
+component -> model repository, with the out-of-sample metrics table beside naive baselines.
+
+``python -m export.train`` (``make train``) trains on the built-in S&P 500 series and deploys.
+The functions per model kind are reused by retraining jobs (server/retrain_worker.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from export import features as F
+from export.data import MarketData, load_csv, load_sp500
+from export.ensemble import EnsembleSettings, predict_ensemble, train_ensemble
+from export.evaluation import baselines, score, table
+from export.lstm import LSTMSettings, predict_lstm, train_lstm
+from export.onnx_export import (
+    check_parity,
+    export_ensemble,
+    export_lstm,
+    run_ensemble,
+    run_lstm,
+    session,
+)
+from export.split import Split, walk_forward_split
+from server.calibrator import KellyComponent, fit_kelly_component
+from server.config import Config, load_config
+from server.db import close_database, open_database
+from server.fusion import fuse
+from server.registry import FeatureSpec, Manifest, ModelRepository, new_version
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    seed: int = 7
+    #: Feature vectors the LSTM reads per prediction.
+    window: int = 20
+    validation_start: str = "2011-01-01"
+    test_start: str = "2013-01-01"
+    calibrator: str = "platt"
+    lstm: LSTMSettings = field(default_factory=LSTMSettings)
+    ensemble: EnsembleSettings = field(default_factory=EnsembleSettings)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Everything the models are fitted and scored on, computed once by the shared feature code."""
+
+    data: MarketData
+    features: FloatArray
+    y: FloatArray
+    returns: FloatArray
+    window: int
+
+    @staticmethod
+    def build(data: MarketData, window: int) -> Dataset:
+        return Dataset(
+            data,
+            F.compute_features(data.ohlcv),
+            F.labels(data.ohlcv),
+            F.next_returns(data.ohlcv),
+            window,
+        )
+
+    @property
+    def first_sample(self) -> int:
+        return F.bars_required(self.window) - 1
+
+    def sequences(self, index: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
+        return F.sequences(self.features, self.window, index)
+
+    def rows(self, index: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
+        rows: npt.NDArray[np.float32] = np.ascontiguousarray(self.features[index], dtype=np.float32)
+        return rows
+
+    def span(self, index: npt.NDArray[np.intp]) -> tuple[str, str]:
+        return str(self.data.times[index[0]])[:10], str(self.data.times[index[-1]])[:10]
+
+
+@dataclass
+class Fitted:
+    """One trained model: its ONNX bytes, what it scores, and its probabilities per span."""
+
+    kind: str
+    payload: bytes
+    file: str
+    feature_spec: FeatureSpec
+    metrics: dict[str, float]
+    info: dict[str, Any]
+    #: ONNX probabilities on the validation and test spans (what serving will produce).
+    p_validation: FloatArray
+    p_test: FloatArray
+
+
+def _metrics(prefix: str, p: FloatArray, y: FloatArray) -> dict[str, float]:
+    return {f"{prefix}_{k}": v for k, v in score(p, y).items()}
+
+
+def fit_lstm(ds: Dataset, split: Split, settings: TrainSettings, progress: bool = True) -> Fitted:
+    x_train, x_val, x_test = (
+        ds.sequences(ix) for ix in (split.train, split.validation, split.test)
+    )
+    y_train, y_val, y_test = ds.y[split.train], ds.y[split.validation], ds.y[split.test]
+    began = time.perf_counter()
+    model, history = train_lstm(
+        x_train, y_train, x_val, y_val, settings.lstm, settings.seed, progress
+    )
+    seconds = time.perf_counter() - began
+    payload = export_lstm(model, ds.window, len(F.FEATURE_NAMES))
+    sess = session(payload)
+    p_val, p_test = run_lstm(sess, x_val), run_lstm(sess, x_test)
+    parity = max(
+        check_parity("lstm validation", predict_lstm(model, x_val), p_val),
+        check_parity("lstm test", predict_lstm(model, x_test), p_test),
+    )
+    p_train = run_lstm(sess, x_train)
+    metrics = {
+        **_metrics("train", p_train, y_train),
+        **_metrics("val", p_val, y_val),
+        **_metrics("test", p_test, y_test),
+        "onnx_parity_max_abs": parity,
+        "train_seconds": seconds,
+    }
+    return Fitted(
+        kind="lstm",
+        payload=payload,
+        file="model.onnx",
+        feature_spec=_spec(ds, split, ds.window),
+        metrics=metrics,
+        info={
+            "seed": settings.seed,
+            "settings": asdict(settings.lstm),
+            "epochs_run": len(history),
+            "input": "features",
+            "output": "probability_up",
+        },
+        p_validation=p_val,
+        p_test=p_test,
+    )
+
+
+def fit_ensemble(ds: Dataset, split: Split, settings: TrainSettings) -> Fitted:
+    x_train, x_val, x_test = (ds.rows(ix) for ix in (split.train, split.validation, split.test))
+    y_train, y_val, y_test = ds.y[split.train], ds.y[split.validation], ds.y[split.test]
+    began = time.perf_counter()
+    model = train_ensemble(x_train, y_train, settings.ensemble, settings.seed)
+    seconds = time.perf_counter() - began
+    payload = export_ensemble(model, len(F.FEATURE_NAMES))
+    sess = session(payload)
+    p_val, p_test = run_ensemble(sess, x_val), run_ensemble(sess, x_test)
+    parity = max(
+        check_parity("ensemble validation", predict_ensemble(model, x_val), p_val),
+        check_parity("ensemble test", predict_ensemble(model, x_test), p_test),
+    )
+    metrics = {
+        **_metrics("train", run_ensemble(sess, x_train), y_train),
+        **_metrics("val", p_val, y_val),
+        **_metrics("test", p_test, y_test),
+        "onnx_parity_max_abs": parity,
+        "train_seconds": seconds,
+    }
+    return Fitted(
+        kind="ensemble",
+        payload=payload,
+        file="model.onnx",
+        feature_spec=_spec(ds, split, 1),
+        metrics=metrics,
+        info={
+            "seed": settings.seed,
+            "settings": asdict(settings.ensemble),
+            "members": ["logistic", "forest", "boosting"],
+            "input": "features",
+            "output": "probabilities",
+        },
+        p_validation=p_val,
+        p_test=p_test,
+    )
+
+
+def fit_kelly(
+    ds: Dataset,
+    split: Split,
+    p_lstm: tuple[FloatArray, FloatArray],
+    p_ensemble: tuple[FloatArray, FloatArray],
+    config: Config,
+    method: str,
+    versions: dict[str, str],
+) -> tuple[KellyComponent, Fitted]:
+    """Calibrator and payoff ratio fitted on the validation span's fused probabilities (as the
+    deployed ONNX models produce them); scored on the test span before and after calibration."""
+    fused_val = fuse(p_lstm[0], p_ensemble[0], config.fusion).probability_up
+    fused_test = fuse(p_lstm[1], p_ensemble[1], config.fusion).probability_up
+    y_val, y_test = ds.y[split.validation], ds.y[split.test]
+    component = fit_kelly_component(
+        fused_val,
+        y_val,
+        ds.returns[split.validation],
+        method=method,
+        default_payoff=config.kelly.default_payoff_ratio,
+        info={"fitted_on": list(ds.span(split.validation)), "models": versions},
+    )
+    calibrated_test = component.calibrate(fused_test)
+    metrics = {
+        **_metrics("val_uncalibrated", fused_val, y_val),
+        **_metrics("val", component.calibrate(fused_val), y_val),
+        **_metrics("test_uncalibrated", fused_test, y_test),
+        **_metrics("test", calibrated_test, y_test),
+        "payoff_ratio": component.payoff_ratio,
+    }
+    fitted = Fitted(
+        kind="kelly",
+        payload=component.to_json().encode(),
+        file="kelly.json",
+        feature_spec=FeatureSpec((), 0, 0, *ds.span(split.validation)),
+        metrics=metrics,
+        info={"method": method, "models": versions},
+        p_validation=component.calibrate(fused_val),
+        p_test=calibrated_test,
+    )
+    return component, fitted
+
+
+def _spec(ds: Dataset, split: Split, window: int) -> FeatureSpec:
+    return FeatureSpec(F.FEATURE_NAMES, window, F.bars_required(window), *ds.span(split.train))
+
+
+@dataclass
+class TrainReport:
+    manifests: dict[str, Manifest]
+    table: str
+    split: dict[str, str]
+    seconds: float
+
+
+def train_and_publish(
+    data: MarketData,
+    repository: ModelRepository,
+    settings: TrainSettings,
+    config: Config,
+    *,
+    deploy: bool = True,
+    progress: bool = True,
+) -> TrainReport:
+    """Trains both models and the Kelly component and publishes them (database must be open)."""
+    from tqdm import tqdm
+
+    began = time.perf_counter()
+    ds = Dataset.build(data, settings.window)
+    split = walk_forward_split(
+        data.times,
+        first_sample=ds.first_sample,
+        validation_start=settings.validation_start,
+        test_start=settings.test_start,
+        gap=settings.window + 1,
+    )
+    steps = tqdm(total=3, desc="training", unit="model", disable=not progress, file=sys.stderr)
+    steps.set_postfix_str("lstm")
+    lstm = fit_lstm(ds, split, settings, progress)
+    steps.update()
+    steps.set_postfix_str("ensemble")
+    ensemble = fit_ensemble(ds, split, settings)
+    steps.update()
+    steps.set_postfix_str("kelly")
+    versions = {"lstm": new_version(), "ensemble": new_version()}
+    _, kelly = fit_kelly(
+        ds,
+        split,
+        (lstm.p_validation, lstm.p_test),
+        (ensemble.p_validation, ensemble.p_test),
+        config,
+        settings.calibrator,
+        versions,
+    )
+    steps.update()
+    steps.close()
+    manifests: dict[str, Manifest] = {}
+    for fitted in (lstm, ensemble, kelly):
+        manifests[fitted.kind] = repository.publish(
+            fitted.kind,
+            fitted.payload,
+            file=fitted.file,
+            feature_spec=fitted.feature_spec,
+            metrics=fitted.metrics,
+            info=fitted.info,
+            version=versions.get(fitted.kind),
+            deploy=deploy,
+        )
+    y_train, y_test = ds.y[split.train], ds.y[split.test]
+    fused = fuse(lstm.p_test, ensemble.p_test, config.fusion).probability_up
+    rows = {
+        **baselines(y_train, y_test),
+        "lstm": score(lstm.p_test, y_test),
+        "ensemble": score(ensemble.p_test, y_test),
+        "average (fused)": score(fused, y_test),
+        f"fused + {settings.calibrator}": score(kelly.p_test, y_test),
+    }
+    spans = split.describe(data.times)
+    title = f"Out-of-sample test span {spans['test']}, {data.symbol}"
+    return TrainReport(manifests, table(rows, title), spans, time.perf_counter() - began)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minhos-train", description=__doc__)
+    parser.add_argument("--csv", help="OHLCV CSV to train on instead of the built-in S&P 500")
+    parser.add_argument("--symbol", default=None)
+    parser.add_argument("--seed", type=int, default=TrainSettings.seed)
+    parser.add_argument("--validation-start", default=TrainSettings.validation_start)
+    parser.add_argument("--test-start", default=TrainSettings.test_start)
+    parser.add_argument("--no-deploy", action="store_true", help="register as candidates only")
+    parser.add_argument("--config", default=None, help="TOML config file")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    data = load_csv(args.csv, symbol=args.symbol) if args.csv else load_sp500()
+    settings = TrainSettings(
+        seed=args.seed, validation_start=args.validation_start, test_start=args.test_start
+    )
+    open_database(config.storage.database_url)
+    try:
+        report = train_and_publish(
+            data,
+            ModelRepository(config.storage.model_repository),
+            settings,
+            config,
+            deploy=not args.no_deploy,
+        )
+    finally:
+        close_database()
+    print("walk-forward split: " + json.dumps(report.split))
+    print(report.table)
+    for kind, manifest in report.manifests.items():
+        print(f"{kind:<9} {manifest.version}  sha256 {manifest.sha256[:16]}…")
+    print(f"done in {report.seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
