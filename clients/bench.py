@@ -9,26 +9,17 @@ on a scratch copy of the database so the benchmark leaves no predictions behind.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import socket
-import sqlite3
-import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import numpy as np
 
-from clients.client import MinhosClient, bars_from_arrays
+from clients.client import MinhosClient
 from minhos.v1 import inference_pb2
 
 BARE_SERVICE = "bench.Bare"
@@ -97,7 +88,9 @@ def time_calls(call: Callable[[], object], n: int, warmup: int = 50) -> list[flo
 
 
 def stream_rate(
-    open_stream: Callable[[Iterator[object]], Iterator[object]], make: Callable[[int], object], n: int
+    open_stream: Callable[[Iterator[object]], Iterator[object]],
+    make: Callable[[int], object],
+    n: int,
 ) -> float:
     """Messages per second through one stream, pipelined: the requests are sent as fast as gRPC
     takes them while the replies are read."""
@@ -136,4 +129,10 @@ def load(target: str, request_bytes: bytes, clients: int, seconds: float) -> dic
     elapsed = time.perf_counter() - began
     flat = [x for per in latencies for x in per]
     p50, p99 = percentiles(flat)
-    return {"calls": len(flat), "errors": sum(errors), "seconds": elapsed, "p50_us": p50, "p99_us": p99}
+    return {
+        "calls": len(flat),
+        "errors": sum(errors),
+        "seconds": elapsed,
+        "p50_us": p50,
+        "p99_us": p99,
+    }

@@ -69,11 +69,16 @@ def service_config(max_attempts: int = 4) -> str:
 
 
 def channel_options(max_attempts: int = 4) -> list[tuple[str, Any]]:
-    return [
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", service_config(max_attempts)),
-        ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    ]
+    """``max_attempts`` below 2 turns retries off (gRPC refuses a retry policy of one attempt)."""
+    options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+    if max_attempts >= 2:
+        options += [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", service_config(max_attempts)),
+        ]
+    else:
+        options.append(("grpc.enable_retries", 0))
+    return options
 
 
 def timestamp(value: dt.datetime | np.datetime64) -> Timestamp:

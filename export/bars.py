@@ -24,6 +24,9 @@ class BarError(ValueError):
         super().__init__(message)
         self.row = row
         self.column = column
+        #: The message without its leading location ("close is nan ..."), for callers that name
+        #: the location their own way (the server says "bars[3].close").
+        self.text = message.split(": ", 1)[1] if row is not None and ": " in message else message
 
 
 def _first(mask: npt.NDArray[np.bool_]) -> tuple[int, int] | None:

@@ -36,6 +36,8 @@ class ServerConfig:
     tls_key_file: str = ""
     #: Bearer token required in the ``authorization`` metadata when set.
     token: str = ""
+    #: Comma-separated symbols this server predicts for; empty accepts any (others: NOT_FOUND).
+    symbols: str = ""
     #: Prometheus endpoint port on ``host``; 0 turns it off.
     metrics_port: int = 9464
     #: How often the server polls the registry for a newly deployed version (seconds).
@@ -55,6 +57,8 @@ class StorageConfig:
     batch_interval_s: float = 0.2
     #: A batch is flushed early once it holds this many rows.
     batch_max_rows: int = 512
+    #: Store predictions, outcomes and requests. Off only to measure persistence's cost (make bench).
+    persist: bool = True
     #: Backups of replaced models are kept this long, then pruned (days).
     backup_retention_days: float = 30.0
 

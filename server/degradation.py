@@ -33,7 +33,12 @@ SEVERITIES: tuple[Severity, ...] = ("info", "warning", "error", "critical")
 #: Multiples of h at which each severity is reached.
 CUSUM_LADDER: dict[Severity, float] = {"info": 0.5, "warning": 1.0, "error": 1.5, "critical": 2.0}
 #: Offsets from the fixed accuracy threshold below which each severity is reached.
-FIXED_LADDER: dict[Severity, float] = {"info": 0.02, "warning": 0.0, "error": -0.05, "critical": -0.10}
+FIXED_LADDER: dict[Severity, float] = {
+    "info": 0.02,
+    "warning": 0.0,
+    "error": -0.05,
+    "critical": -0.10,
+}
 
 FloatArray = NDArray[np.float64]
 
@@ -207,7 +212,7 @@ def simulate_false_alarms_and_delay(
     delay: dict[Severity, float] = {}
     miss: dict[Severity, float] = {}
     for sev in SEVERITIES:
-        above = s >= params.level(sev)
+        above = np.asarray(s >= params.level(sev), dtype=np.bool_)
         before = above[:, :change_at].any(axis=1)
         false_rate[sev] = float(before.mean())
         after = above[:, change_at:]
@@ -215,7 +220,8 @@ def simulate_false_alarms_and_delay(
         delays = np.argmax(after, axis=1)[alarmed]
         delay[sev] = float(np.median(delays)) if delays.size else math.nan
         clean = ~before
-        miss[sev] = float((~after.any(axis=1))[clean].mean()) if clean.any() else math.nan
+        never: NDArray[np.bool_] = np.asarray(~after.any(axis=1), dtype=np.bool_)
+        miss[sev] = float(never[clean].mean()) if clean.any() else math.nan
     return SimulationResult(params, runs, bars, change_at, p_after, false_rate, delay, miss)
 
 

@@ -220,7 +220,9 @@ class ModelRepository:
             query = query.where(ModelVersionRow.kind == kind)
         if stage:
             query = query.where(ModelVersionRow.stage == stage)
-        return list(query.order_by(ModelVersionRow.created_at.desc(), ModelVersionRow.version.desc()))
+        return list(
+            query.order_by(ModelVersionRow.created_at.desc(), ModelVersionRow.version.desc())
+        )
 
     def prune_backups(self, older_than: dt.datetime) -> list[str]:
         """Retires backups that became backups before ``older_than`` and deletes their files."""

@@ -1,0 +1,181 @@
+"""Assembles the server: database, model holder with hot reload, batched writer, servicers, the
+standard health and reflection services, auth, and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from minhos.v1 import inference_pb2, inference_pb2_grpc
+from server.config import Config
+from server.dataplane import DataPlane
+from server.db import close_database, open_database, utcnow
+from server.inference import ModelHolder, ModelSet
+from server.persistence import BatchWriter
+from server.registry import ModelRepository
+from server.servicers import InferenceServicer
+from server.telemetry import Telemetry
+
+log = logging.getLogger("minhos.server")
+
+#: Services whose readiness the standard health service reports (plus "" for the whole server).
+SERVICES = [inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name]
+#: Reachable without a token: probes and discovery must work before credentials are set up.
+OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    Interceptor = grpc.ServerInterceptor[Any, Any]
+else:
+    Interceptor = grpc.ServerInterceptor
+
+
+class TokenInterceptor(Interceptor):
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+        def deny(request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "authorization: missing or wrong bearer token"
+            )
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+        self._deny_stream = grpc.stream_stream_rpc_method_handler(
+            lambda it, context: deny(None, context)
+        )
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        method = handler_call_details.method
+        if method.startswith(OPEN_METHODS):
+            return continuation(handler_call_details)
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        given = metadata.get("authorization", "")
+        given_bytes = given.encode() if isinstance(given, str) else given
+        if hmac.compare_digest(given_bytes, self._expected):
+            return continuation(handler_call_details)
+        return self._deny_stream if method.endswith("Stream") else self._deny
+
+
+class MinhosServer:
+    def __init__(self, config: Config, *, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.config = config
+        open_database(config.storage.database_url)
+        self.repository = ModelRepository(config.storage.model_repository)
+        self.telemetry = Telemetry()
+        self.holder = ModelHolder(self.repository, config, on_swap=self._swapped)
+        storage = config.storage
+        self.writer = BatchWriter(
+            storage.batch_interval_s, storage.batch_max_rows, enabled=storage.persist
+        )
+        self.plane = DataPlane(config, self.holder, self.writer, clock)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        srv = config.server
+        interceptors: list[grpc.ServerInterceptor[Any, Any]] = (
+            [TokenInterceptor(srv.token)] if srv.token else []
+        )
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=srv.workers, thread_name_prefix="minhos-rpc"),
+            options=[
+                ("grpc.max_receive_message_length", srv.max_message_bytes),
+                ("grpc.max_send_message_length", srv.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+            interceptors=interceptors,
+        )
+        self.add_servicers()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        address = f"{srv.host}:{srv.port}"
+        if srv.tls_cert_file and srv.tls_key_file:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(srv.tls_key_file).read_bytes(), Path(srv.tls_cert_file).read_bytes())]
+            )
+            self.port = self.server.add_secure_port(address, credentials)
+        else:
+            self.port = self.server.add_insecure_port(address)
+        self.metrics_port = 0
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="minhos-reload", daemon=True)
+
+    @property
+    def service_names(self) -> list[str]:
+        return list(SERVICES)
+
+    def add_servicers(self) -> None:
+        inference_pb2_grpc.add_InferenceServiceServicer_to_server(
+            InferenceServicer(self.plane, self.telemetry), self.server
+        )
+
+    def _swapped(self, models: ModelSet) -> None:
+        self.telemetry.set_versions(models.versions)
+
+    def _set_health(self) -> None:
+        ready = self.holder.loaded and self.plane.database_ok()
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self.service_names]:
+            self.health.set(name, status)
+        self.telemetry.queue_depth.set(self.writer.depth)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.config.server.reload_interval_s):
+            self.holder.reload()
+            self._set_health()
+            self.tick()
+
+    def tick(self) -> None:
+        """Periodic work beside reloading (monitoring, schedules); extended by later layers."""
+
+    def start(self) -> MinhosServer:
+        self.holder.reload()
+        self._set_health()
+        self.server.start()
+        if self.config.server.metrics_port >= 0 and self.config.server.metrics_port != 0:
+            self.metrics_port = self.telemetry.serve(
+                self.config.server.host, self.config.server.metrics_port
+            )
+        self._poller.start()
+        log.info(
+            "serving",
+            extra={
+                "port": self.port,
+                "versions": self.holder.current.versions if self.holder.loaded else None,
+            },
+        )
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drains in-flight RPCs for ``grace`` seconds, then the write queue, then closes."""
+        self._stop.set()
+        for name in ["", *self.service_names]:
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.server.stop(self.config.server.shutdown_grace_s if grace is None else grace).wait()
+        if self._poller.is_alive():
+            self._poller.join(timeout=5)
+        self.writer.close()
+        self.telemetry.close()
+        close_database()
+        log.info("stopped")
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()

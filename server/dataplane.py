@@ -1,0 +1,466 @@
+"""The transport-free core of serving: validate bars, score them with the current model set, record
+predictions and outcomes. gRPC servicers convert protos to these calls and back (servicers.py);
+tests and the benchmark's in-process floor call it directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from export.bars import CLOSE, BarError, validate_ohlcv
+from export.features import FEATURE_NAMES
+from server.config import Config
+from server.db import (
+    BarRow,
+    ModelVersionRow,
+    OutcomeRow,
+    PredictionRow,
+    RequestRow,
+    database,
+    utcnow,
+)
+from server.errors import InvalidArgument, NotFound, Unavailable
+from server.inference import ModelHolder, ModelSet
+from server.persistence import BatchWriter
+from server.registry import ModelNotFoundError
+
+log = logging.getLogger("minhos.dataplane")
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+SERVER_VERSION = "minhos/0.1.0"
+MAX_SYMBOL_LENGTH = 32
+#: Recent predictions kept in memory so outcomes resolve without a database read, even before the
+#: batched writer has stored the prediction.
+RECENT_PREDICTIONS = 100_000
+
+
+@dataclass(frozen=True)
+class Prediction:
+    id: str
+    symbol: str
+    #: Market time of the last bar of the window (naive UTC).
+    bar_time: dt.datetime
+    #: +1 up, -1 down.
+    direction: int
+    probability_up: float
+    confidence: float
+    lstm_probability: float
+    ensemble_probability: float
+    agreement: float
+    kelly_fraction: float
+    versions: dict[str, str]
+    latency_s: float
+    #: Close of the last bar, the base of the realized return.
+    close: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    prediction_id: str
+    realized_return: float
+    hit: bool
+    position_return: float
+    resolved_at: dt.datetime
+
+    @property
+    def actual_up(self) -> bool:
+        return self.realized_return > 0
+
+
+@dataclass(frozen=True)
+class StreamStep:
+    symbol: str
+    bar_time: dt.datetime
+    prediction: Prediction | None
+    #: Bars still needed before the first prediction of the symbol (0 once predicting).
+    bars_needed: int
+    resolved: Outcome | None
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    prediction: Prediction
+    outcome: Outcome | None
+
+
+def to_datetime(seconds: int | float) -> dt.datetime:
+    return dt.datetime(1970, 1, 1) + dt.timedelta(seconds=float(seconds))
+
+
+def _invalid(exc: BarError, row_base: int = 0, prefix: str = "bars") -> InvalidArgument:
+    if exc.row is not None:
+        name = f"{prefix}[{exc.row + row_base}]" + (f".{exc.column}" if exc.column else "")
+    else:
+        name = prefix
+    return InvalidArgument(exc.text, field=name)
+
+
+def outcome_of(prediction: Prediction, realized_return: float, resolved_at: dt.datetime) -> Outcome:
+    up = realized_return > 0
+    return Outcome(
+        prediction_id=prediction.id,
+        realized_return=realized_return,
+        # A flat bar (return exactly 0) counts as a miss for both directions: no edge was realised.
+        hit=(up and prediction.direction > 0) or (realized_return < 0 and prediction.direction < 0),
+        position_return=prediction.kelly_fraction * prediction.direction * realized_return,
+        resolved_at=resolved_at,
+    )
+
+
+class DataPlane:
+    def __init__(
+        self,
+        config: Config,
+        holder: ModelHolder,
+        writer: BatchWriter,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.config = config
+        self.holder = holder
+        self.writer = writer
+        self.clock = clock
+        self.symbols = frozenset(s.strip() for s in config.server.symbols.split(",") if s.strip())
+        self._recent: OrderedDict[str, Prediction] = OrderedDict()
+        self._resolved: OrderedDict[str, Outcome] = OrderedDict()
+        self._lock = threading.Lock()
+        #: Latest bar time served: the market clock of monitoring during a replay.
+        self.market_now: dt.datetime | None = None
+        self.server_version = SERVER_VERSION
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def check_symbol(self, symbol: str, field_name: str = "symbol") -> None:
+        if not symbol:
+            raise InvalidArgument("must be set", field=field_name)
+        if len(symbol) > MAX_SYMBOL_LENGTH:
+            raise InvalidArgument(f"longer than {MAX_SYMBOL_LENGTH} characters", field=field_name)
+        if self.symbols and symbol not in self.symbols:
+            raise NotFound(
+                f"unknown symbol {symbol!r}; this server serves {sorted(self.symbols)}",
+                field=field_name,
+            )
+
+    def models(self) -> ModelSet:
+        try:
+            return self.holder.current
+        except ModelNotFoundError as exc:
+            raise Unavailable(str(exc)) from None
+
+    # -- Predict -----------------------------------------------------------------------------
+
+    def predict(self, symbol: str, times: IntArray, ohlcv: FloatArray) -> Prediction:
+        """``times``: bar times in epoch seconds; ``ohlcv``: (n, 5). Uses the last
+        ``bars_required`` bars (earlier ones are ignored)."""
+        began = time.perf_counter()
+        self.check_symbol(symbol)
+        models = self.models()
+        need = models.bars_required
+        if len(ohlcv) < need:
+            raise InvalidArgument(
+                f"{len(ohlcv)} bars given; the deployed models need {need} (window of "
+                f"{models.window} feature vectors over {need - models.window + 1}-bar lookbacks)",
+                field="bars",
+            )
+        base = len(ohlcv) - need
+        times, ohlcv = times[base:], ohlcv[base:]
+        if np.any(times <= 0):
+            row = int(np.flatnonzero(times <= 0)[0])
+            raise InvalidArgument("time is not set", field=f"bars[{row + base}].time")
+        try:
+            validate_ohlcv(
+                ohlcv,
+                times.astype("datetime64[s]"),
+                row_labels=[f"bars[{i + base}]" for i in range(need)],
+            )
+        except BarError as exc:
+            raise _invalid(exc, base) from None
+        return self._score(symbol, int(times[-1]), ohlcv, models, began)
+
+    def _score(
+        self, symbol: str, bar_time: int, window: FloatArray, models: ModelSet, began: float
+    ) -> Prediction:
+        scored = models.score(window[None, :, :])
+        fused = scored.fused
+        prediction = Prediction(
+            id=uuid.uuid4().hex,
+            symbol=symbol,
+            bar_time=to_datetime(bar_time),
+            direction=int(fused.direction[0]),
+            probability_up=float(fused.probability_up[0]),
+            confidence=float(fused.confidence[0]),
+            lstm_probability=float(scored.p_lstm[0]),
+            ensemble_probability=float(scored.p_ensemble[0]),
+            agreement=float(fused.agreement[0]),
+            kelly_fraction=float(scored.kelly_fraction[0]),
+            versions=scored.versions,
+            latency_s=time.perf_counter() - began,
+            close=float(window[-1, CLOSE]),
+        )
+        self._remember(prediction)
+        if self.market_now is None or prediction.bar_time > self.market_now:
+            self.market_now = prediction.bar_time
+        self.writer.put(
+            PredictionRow,
+            {
+                "id": prediction.id,
+                "symbol": symbol,
+                "bar_time": prediction.bar_time,
+                "created_at": self.clock(),
+                "direction": prediction.direction,
+                "probability_up": prediction.probability_up,
+                "confidence": prediction.confidence,
+                "lstm_probability": prediction.lstm_probability,
+                "ensemble_probability": prediction.ensemble_probability,
+                "agreement": prediction.agreement,
+                "kelly_fraction": prediction.kelly_fraction,
+                "lstm_version": scored.versions["lstm"],
+                "ensemble_version": scored.versions["ensemble"],
+                "kelly_version": scored.versions["kelly"],
+                "latency_ms": prediction.latency_s * 1e3,
+            },
+        )
+        return prediction
+
+    def _remember(self, prediction: Prediction) -> None:
+        with self._lock:
+            self._recent[prediction.id] = prediction
+            if len(self._recent) > RECENT_PREDICTIONS:
+                self._recent.popitem(last=False)
+
+    # -- outcomes ----------------------------------------------------------------------------
+
+    def _lookup(self, prediction_id: str) -> Prediction:
+        with self._lock:
+            found = self._recent.get(prediction_id)
+        if found is not None:
+            return found
+        row = PredictionRow.get_or_none(PredictionRow.id == prediction_id)
+        if row is None:
+            raise NotFound(f"no prediction {prediction_id!r}", field="prediction_id")
+        return prediction_from_row(row)
+
+    def record_outcome(
+        self, prediction_id: str, realized_return: float, resolved_at: dt.datetime | None
+    ) -> tuple[Outcome, bool]:
+        """Stores the outcome of a prediction; idempotent: a second call returns the first outcome
+        and ``True`` (already recorded), whatever return it carries."""
+        if not prediction_id:
+            raise InvalidArgument("must be set", field="prediction_id")
+        if not np.isfinite(realized_return) or realized_return <= -1.0:
+            raise InvalidArgument(
+                f"{realized_return} is not a simple return (finite, > -1)", field="realized_return"
+            )
+        prediction = self._lookup(prediction_id)
+        with self._lock:
+            known = self._resolved.get(prediction_id)
+            if known is None:
+                row = OutcomeRow.get_or_none(OutcomeRow.prediction == prediction_id)
+                if row is not None:
+                    known = outcome_from_row(row)
+            if known is not None:
+                return known, True
+            outcome = outcome_of(prediction, realized_return, resolved_at or self.clock())
+            self._store_outcome(outcome)
+        return outcome, False
+
+    def _store_outcome(self, outcome: Outcome) -> None:
+        self._resolved[outcome.prediction_id] = outcome
+        if len(self._resolved) > RECENT_PREDICTIONS:
+            self._resolved.popitem(last=False)
+        self.writer.put(
+            OutcomeRow,
+            {
+                "prediction": outcome.prediction_id,
+                "realized_return": outcome.realized_return,
+                "hit": outcome.hit,
+                "position_return": outcome.position_return,
+                "resolved_at": outcome.resolved_at,
+            },
+        )
+
+    # -- PredictStream -----------------------------------------------------------------------
+
+    def stream(self) -> StreamSession:
+        return StreamSession(self)
+
+    # -- info and listings -------------------------------------------------------------------
+
+    def serving_info(self) -> tuple[ModelSet, tuple[str, ...]]:
+        models = self.models()
+        return models, FEATURE_NAMES
+
+    def deployed_rows(self, models: ModelSet) -> list[ModelVersionRow]:
+        rows = []
+        for kind, version in models.versions.items():
+            row = ModelVersionRow.get_or_none(
+                (ModelVersionRow.kind == kind) & (ModelVersionRow.version == version)
+            )
+            if row is not None:
+                rows.append(row)
+        return rows
+
+    def list_predictions(
+        self, symbol: str, limit: int, resolved_only: bool
+    ) -> list[PredictionRecord]:
+        if symbol:
+            self.check_symbol(symbol)
+        limit = 100 if limit == 0 else limit
+        if limit > 10_000:
+            raise InvalidArgument(f"{limit} is above the maximum of 10000", field="limit")
+        self.writer.flush(timeout=2.0)  # include what was just served
+        query = PredictionRow.select()
+        if symbol:
+            query = query.where(PredictionRow.symbol == symbol)
+        if resolved_only:
+            query = query.where(PredictionRow.id.in_(OutcomeRow.select(OutcomeRow.prediction)))
+        rows = list(
+            query.order_by(PredictionRow.bar_time.desc(), PredictionRow.created_at.desc()).limit(
+                limit
+            )
+        )
+        outcomes = {
+            str(o.prediction_id): outcome_from_row(o)  # type: ignore[attr-defined]
+            for o in OutcomeRow.select().where(OutcomeRow.prediction.in_([r.id for r in rows]))
+        }
+        records = [PredictionRecord(prediction_from_row(r), outcomes.get(r.id)) for r in rows]
+        return records
+
+    def record_request(
+        self, method: str, code: str, latency_s: float, market_time: dt.datetime | None
+    ) -> None:
+        self.writer.put(
+            RequestRow,
+            {
+                "method": method,
+                "code": code,
+                "latency_ms": latency_s * 1e3,
+                "created_at": self.clock(),
+                "market_time": market_time,
+            },
+        )
+
+    def database_ok(self) -> bool:
+        try:
+            database.connect(reuse_if_open=True)
+            database.execute_sql("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+
+@dataclass
+class _SymbolState:
+    times: deque[int]
+    bars: deque[FloatArray]
+    pending: Prediction | None = None
+
+
+@dataclass
+class StreamSession:
+    """Per-stream state: a rolling buffer of bars per symbol and each symbol's open prediction."""
+
+    plane: DataPlane
+    symbols: dict[str, _SymbolState] = field(default_factory=dict)
+    #: Bars kept per symbol: enough for any window a hot-swapped model could ask for.
+    capacity: int = 1024
+
+    def step(self, symbol: str, time_s: int, bar: FloatArray, index: int) -> StreamStep:
+        began = time.perf_counter()
+        plane = self.plane
+        plane.check_symbol(symbol, f"requests[{index}].symbol")
+        where = f"requests[{index}].bar"
+        if time_s <= 0:
+            raise InvalidArgument("time is not set", field=f"{where}.time")
+        try:
+            validate_ohlcv(bar[None, :], row_labels=[where])
+        except BarError as exc:
+            raise InvalidArgument(
+                exc.text, field=f"{where}.{exc.column}" if exc.column else where
+            ) from None
+        state = self.symbols.get(symbol)
+        if state is None:
+            state = self.symbols[symbol] = _SymbolState(
+                deque(maxlen=self.capacity), deque(maxlen=self.capacity)
+            )
+        if state.times and time_s <= state.times[-1]:
+            raise InvalidArgument(
+                f"bar time {to_datetime(time_s)} is not after the previous {symbol} bar's "
+                f"{to_datetime(state.times[-1])}",
+                field=f"{where}.time",
+            )
+        state.times.append(time_s)
+        state.bars.append(bar)
+        bar_time = to_datetime(time_s)
+        plane.writer.put(
+            BarRow,
+            {
+                "symbol": symbol,
+                "time": bar_time,
+                "open": bar[0],
+                "high": bar[1],
+                "low": bar[2],
+                "close": bar[3],
+                "volume": bar[4],
+            },
+        )
+        resolved = None
+        if state.pending is not None:
+            previous = state.pending
+            realized = float(bar[CLOSE]) / previous.close - 1.0
+            with plane._lock:
+                if previous.id not in plane._resolved:
+                    resolved = outcome_of(previous, realized, bar_time)
+                    plane._store_outcome(resolved)
+            state.pending = None
+        models = plane.models()
+        need = models.bars_required
+        if len(state.bars) < need:
+            return StreamStep(symbol, bar_time, None, need - len(state.bars), resolved)
+        window = np.array([state.bars[i] for i in range(len(state.bars) - need, len(state.bars))])
+        prediction = plane._score(symbol, time_s, window, models, began)
+        state.pending = prediction
+        return StreamStep(symbol, bar_time, prediction, 0, resolved)
+
+
+def prediction_from_row(row: PredictionRow) -> Prediction:
+    return Prediction(
+        id=row.id,
+        symbol=row.symbol,
+        bar_time=row.bar_time,
+        direction=int(row.direction),
+        probability_up=row.probability_up,
+        confidence=row.confidence,
+        lstm_probability=row.lstm_probability,
+        ensemble_probability=row.ensemble_probability,
+        agreement=row.agreement,
+        kelly_fraction=row.kelly_fraction,
+        versions={
+            "lstm": row.lstm_version,
+            "ensemble": row.ensemble_version,
+            "kelly": row.kelly_version,
+        },
+        latency_s=row.latency_ms / 1e3,
+        close=float("nan"),
+    )
+
+
+def outcome_from_row(row: OutcomeRow) -> Outcome:
+    return Outcome(
+        prediction_id=str(row.prediction_id),  # type: ignore[attr-defined]  # peewee's FK column
+        realized_return=row.realized_return,
+        hit=bool(row.hit),
+        position_return=row.position_return,
+        resolved_at=row.resolved_at,
+    )

@@ -1,0 +1,157 @@
+"""The serving model set (both ONNX sessions plus the Kelly component) and its hot swap.
+
+A request reads :attr:`ModelHolder.current` once and uses that one :class:`ModelSet` to the end, so
+a swap (a single reference assignment, atomic under the GIL) can never mix two versions in one
+response, and no request waits for a load: the new set is loaded and verified before it is swapped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from export.features import bars_required, window_features
+from server.calibrator import KellyComponent
+from server.config import Config
+from server.fusion import Fused, fuse
+from server.kelly import size_positions
+from server.registry import KINDS, Manifest, ModelNotFoundError, ModelRepository
+
+log = logging.getLogger("minhos.inference")
+FloatArray = npt.NDArray[np.float64]
+
+INPUT = "features"  # the names export/onnx_export.py gives the graphs
+LSTM_OUTPUT = "probability_up"
+ENSEMBLE_OUTPUT = "probabilities"
+
+
+def _session(payload: bytes) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # Two sessions with default threading spin on the same 2 cores and starve each other; one
+    # thread each and no spinning keeps batch-1 latency low and leaves cores to gRPC.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Model outputs for a batch of windows, with the versions that produced them."""
+
+    p_lstm: FloatArray
+    p_ensemble: FloatArray
+    fused: Fused
+    kelly_fraction: FloatArray
+    versions: dict[str, str]
+
+
+class ModelSet:
+    """One immutable set of deployed versions, ready to score."""
+
+    def __init__(
+        self, manifests: dict[str, Manifest], payloads: dict[str, bytes], config: Config
+    ) -> None:
+        self.manifests = manifests
+        self.versions = {kind: m.version for kind, m in manifests.items()}
+        self.config = config
+        lstm, ensemble = manifests["lstm"].feature_spec, manifests["ensemble"].feature_spec
+        if lstm.feature_names != ensemble.feature_names:
+            raise ModelNotFoundError(
+                "deployed LSTM and ensemble were trained on different features"
+            )
+        self.feature_names = lstm.feature_names
+        self.window = lstm.window
+        self.bars_required = max(bars_required(lstm.window), bars_required(1))
+        self._lstm = _session(payloads["lstm"])
+        self._ensemble = _session(payloads["ensemble"])
+        self.kelly = KellyComponent.from_json(payloads["kelly"].decode())
+
+    def score(self, windows: FloatArray) -> Scored:
+        """``windows``: (batch, bars_required, 5) OHLCV, already validated."""
+        seqs = np.stack([window_features(w, self.window) for w in windows]).astype(np.float32)
+        p_lstm = np.asarray(
+            self._lstm.run([LSTM_OUTPUT], {INPUT: seqs})[0], dtype=np.float64
+        ).reshape(-1)
+        rows = np.ascontiguousarray(seqs[:, -1, :])
+        p_ens = np.asarray(
+            self._ensemble.run([ENSEMBLE_OUTPUT], {INPUT: rows})[0], dtype=np.float64
+        )[:, 1]
+        fused = fuse(p_lstm, p_ens, self.config.fusion)
+        kelly = size_positions(fused.probability_up, fused.direction, self.kelly, self.config.kelly)
+        return Scored(p_lstm, p_ens, fused, kelly, self.versions)
+
+
+def load_model_set(
+    repository: ModelRepository, versions: dict[str, str], config: Config
+) -> ModelSet:
+    missing = [k for k in KINDS if k not in versions]
+    if missing:
+        raise ModelNotFoundError(f"no deployed version of {', '.join(missing)}; run `make train`")
+    manifests: dict[str, Manifest] = {}
+    payloads: dict[str, bytes] = {}
+    for kind in KINDS:
+        manifests[kind], payloads[kind] = repository.load_verified(kind, versions[kind])
+    return ModelSet(manifests, payloads, config)
+
+
+class ModelHolder:
+    """Holds the current :class:`ModelSet` and swaps it when the registry deploys another."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        config: Config,
+        on_swap: Callable[[ModelSet], None] | None = None,
+    ) -> None:
+        self.repository = repository
+        self.config = config
+        self._current: ModelSet | None = None
+        self._on_swap = on_swap
+        self._lock = threading.Lock()  # one reload at a time; readers never take it
+        self.last_error: str = ""
+
+    @property
+    def current(self) -> ModelSet:
+        models = self._current
+        if models is None:
+            raise ModelNotFoundError(self.last_error or "no models loaded")
+        return models
+
+    @property
+    def loaded(self) -> bool:
+        return self._current is not None
+
+    def reload(self) -> bool:
+        """Loads the deployed versions if they differ from the current ones; True on a swap. A
+        version that fails to load (bad SHA-256, missing file) is logged and the current one stays."""
+        with self._lock:
+            try:
+                wanted = self.repository.deployed()
+                if self._current is not None and wanted == self._current.versions:
+                    return False
+                models = load_model_set(self.repository, wanted, self.config)
+            except Exception as exc:
+                self.last_error = f"cannot load deployed models: {exc}"
+                log.error(self.last_error)
+                return False
+            previous = self._current
+            self._current = models
+            self.last_error = ""
+            log.info(
+                "models swapped",
+                extra={
+                    "versions": models.versions,
+                    "previous": previous.versions if previous else None,
+                },
+            )
+        if self._on_swap is not None:
+            self._on_swap(models)
+        return True

@@ -1,0 +1,54 @@
+"""``minhos-server`` / ``make serve``: runs the server until SIGTERM or Ctrl-C, then drains."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from server.config import ConfigError, load_config
+from server.telemetry import setup_logging
+
+log = logging.getLogger("minhos.server")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minhos-server", description=__doc__)
+    parser.add_argument(
+        "--config", help="TOML config file (default: $MINHOS_CONFIG, then built-in defaults)"
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    from server.app import MinhosServer  # after logging is set up
+
+    server = MinhosServer(config).start()
+    if not server.holder.loaded:
+        log.warning(
+            "no deployed models: Predict answers UNAVAILABLE until a model set is deployed (make train)"
+        )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal received, draining", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"minhos serving on {config.server.host}:{server.port}", flush=True)
+    stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
