@@ -217,6 +217,8 @@ def fit_kelly(
         **_metrics("test_uncalibrated", fused_test, y_test),
         **_metrics("test", calibrated_test, y_test),
         "payoff_ratio": component.payoff_ratio,
+        # What the health monitor expects of the pair on unseen data.
+        "val_agreement_rate": float(np.mean((p_lstm[0] >= 0.5) == (p_ensemble[0] >= 0.5))),
     }
     fitted = Fitted(
         kind="kelly",

@@ -7,6 +7,7 @@ import datetime as dt
 import hmac
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
@@ -16,29 +17,65 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from minhos.v1 import inference_pb2, inference_pb2_grpc
+from minhos.v1 import (
+    calibration_pb2,
+    calibration_pb2_grpc,
+    inference_pb2,
+    inference_pb2_grpc,
+    monitoring_pb2,
+    monitoring_pb2_grpc,
+    retrain_pb2,
+    retrain_pb2_grpc,
+)
+from server.alerts import AlertCandidate
 from server.config import Config
 from server.dataplane import DataPlane
 from server.db import close_database, open_database, utcnow
 from server.inference import ModelHolder, ModelSet
+from server.monitor import Monitor
 from server.persistence import BatchWriter
 from server.registry import ModelRepository
-from server.servicers import InferenceServicer
+from server.servicers import (
+    CalibrationServicer,
+    InferenceServicer,
+    MonitoringServicer,
+    RetrainServicer,
+)
 from server.telemetry import Telemetry
 
 log = logging.getLogger("minhos.server")
 
 #: Services whose readiness the standard health service reports (plus "" for the whole server).
-SERVICES = [inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name]
+SERVICES = [
+    inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
+    monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"].full_name,
+    calibration_pb2.DESCRIPTOR.services_by_name["CalibrationService"].full_name,
+    retrain_pb2.DESCRIPTOR.services_by_name["RetrainService"].full_name,
+]
 #: Reachable without a token: probes and discovery must work before credentials are set up.
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 if TYPE_CHECKING:
+    from server.retraining import Retraining
+
     Handler = grpc.RpcMethodHandler[Any, Any]
     Interceptor = grpc.ServerInterceptor[Any, Any]
 else:
     Interceptor = grpc.ServerInterceptor
+
+
+def reference_accuracy(models: ModelSet) -> dict[str, float]:
+    """What the monitor expects of each component: its own validation metrics."""
+    lstm, ensemble, kelly = (models.manifests[k].metrics for k in ("lstm", "ensemble", "kelly"))
+    reference = {
+        "lstm": lstm.get("val_accuracy", 0.5),
+        "ensemble": ensemble.get("val_accuracy", 0.5),
+        "fusion": kelly.get("val_uncalibrated_accuracy", 0.5),
+    }
+    if "val_agreement_rate" in kelly:
+        reference["agreement"] = kelly["val_agreement_rate"]
+    return reference
 
 
 class TokenInterceptor(Interceptor):
@@ -83,6 +120,13 @@ class MinhosServer:
             storage.batch_interval_s, storage.batch_max_rows, enabled=storage.persist
         )
         self.plane = DataPlane(config, self.holder, self.writer, clock)
+        self.monitor = Monitor(config.monitoring, reference={}, wall_clock=clock)
+        self.retraining: Retraining | None = None
+        if config.retrain.enabled:
+            from server.retraining import Retraining
+
+            self.retraining = Retraining(config, self.repository, clock=clock, on_alert=self._alert)
+        self._last_evaluation = 0.0
         self.health = health.HealthServicer(experimental_non_blocking=True)
         srv = config.server
         interceptors: list[grpc.ServerInterceptor[Any, Any]] = (
@@ -119,12 +163,27 @@ class MinhosServer:
         return list(SERVICES)
 
     def add_servicers(self) -> None:
+        plane, telemetry = self.plane, self.telemetry
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-            InferenceServicer(self.plane, self.telemetry), self.server
+            InferenceServicer(plane, telemetry), self.server
         )
+        monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(
+            MonitoringServicer(plane, telemetry, self.monitor), self.server
+        )
+        calibration_pb2_grpc.add_CalibrationServiceServicer_to_server(
+            CalibrationServicer(plane, telemetry, self.monitor), self.server
+        )
+        if self.retraining is not None:
+            retrain_pb2_grpc.add_RetrainServiceServicer_to_server(
+                RetrainServicer(plane, telemetry, self.retraining), self.server
+            )
 
     def _swapped(self, models: ModelSet) -> None:
         self.telemetry.set_versions(models.versions)
+        self.monitor.reference = reference_accuracy(models)
+
+    def _alert(self, candidate: AlertCandidate) -> None:
+        self.monitor.record(candidate, self.plane.market_now)
 
     def _set_health(self) -> None:
         ready = self.holder.loaded and self.plane.database_ok()
@@ -144,7 +203,28 @@ class MinhosServer:
             self.tick()
 
     def tick(self) -> None:
-        """Periodic work beside reloading (monitoring, schedules); extended by later layers."""
+        """Periodic work beside reloading: health evaluation and alerts, retraining schedules.
+        Runs on the poller thread, never on a request."""
+        now = time.monotonic()
+        if now - self._last_evaluation < self.config.monitoring.evaluate_interval_s:
+            return
+        self._last_evaluation = now
+        degraded: dict[str, bool] = {}
+        try:
+            if self.plane.market_now is not None:
+                self.writer.flush(timeout=2.0)
+                report = self.monitor.health()
+                for component in report.components:
+                    state = component.degradation
+                    if state is not None and state.severity in ("warning", "error", "critical"):
+                        degraded[
+                            "kelly" if component.component == "fusion" else component.component
+                        ] = True
+                self.monitor.evaluate()
+            if self.retraining is not None:
+                self.retraining.tick(self.plane.market_now, degraded)
+        except Exception:
+            log.exception("periodic evaluation failed")
 
     def start(self) -> MinhosServer:
         self.holder.reload()
@@ -172,6 +252,8 @@ class MinhosServer:
         self.server.stop(self.config.server.shutdown_grace_s if grace is None else grace).wait()
         if self._poller.is_alive():
             self._poller.join(timeout=5)
+        if self.retraining is not None:
+            self.retraining.close()
         self.writer.close()
         self.telemetry.close()
         close_database()

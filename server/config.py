@@ -94,6 +94,8 @@ class MonitoringConfig:
     window_hours: float = 24.0
     #: Count window of the health report (last N predictions).
     last_n: int = 100
+    #: How often the server evaluates health and raises alerts (wall seconds).
+    evaluate_interval_s: float = 2.0
     #: Same alert kind is not raised again within this many minutes.
     alert_cooldown_minutes: float = 30.0
     #: "fixed" profile thresholds.
@@ -141,6 +143,9 @@ class MonitoringConfig:
 
 @dataclass(frozen=True)
 class RetrainConfig:
+    #: Run the retraining coordinator (schedules, triggers, worker) in this server. With several
+    #: replicas on one PostgreSQL database, turn it on in exactly one of them.
+    enabled: bool = True
     #: Schedules per model kind, in days of market time; 0 turns a schedule off.
     lstm_every_days: float = 7.0
     ensemble_every_days: float = 3.0

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 
 import numpy as np
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from minhos.v1 import common_pb2, inference_pb2
+from minhos.v1 import calibration_pb2, common_pb2, inference_pb2, monitoring_pb2, retrain_pb2
+from server.alerts import Alert, Severity
+from server.calibration import CalibrationReport
 from server.dataplane import FloatArray, IntArray, Outcome, Prediction, PredictionRecord
-from server.db import ModelVersionRow
+from server.db import JobRow, ModelVersionRow
+from server.monitor import HealthReport, Source, WindowMetrics
 from server.registry import FeatureSpec, Manifest
 
 KIND = {
@@ -131,4 +135,226 @@ def model_version_out(row: ModelVersionRow) -> common_pb2.ModelVersion:
         metrics={k: float(v) for k, v in manifest.metrics.items()},
         feature_spec=feature_spec_out(manifest.feature_spec),
         path=row.path,
+    )
+
+
+# -- monitoring ---------------------------------------------------------------------------------
+
+COMPONENT = {
+    "lstm": common_pb2.COMPONENT_LSTM,
+    "ensemble": common_pb2.COMPONENT_ENSEMBLE,
+    "fusion": common_pb2.COMPONENT_FUSION,
+    "kelly": common_pb2.COMPONENT_KELLY,
+    "database": common_pb2.COMPONENT_DATABASE,
+    "server": common_pb2.COMPONENT_SERVER,
+}
+SEVERITY = {
+    "info": monitoring_pb2.SEVERITY_INFO,
+    "warning": monitoring_pb2.SEVERITY_WARNING,
+    "error": monitoring_pb2.SEVERITY_ERROR,
+    "critical": monitoring_pb2.SEVERITY_CRITICAL,
+}
+SEVERITY_NAME: dict[int, Severity] = {v: k for k, v in SEVERITY.items()}  # type: ignore[misc]
+STATUS = {
+    "healthy": monitoring_pb2.HEALTH_STATUS_HEALTHY,
+    "degraded": monitoring_pb2.HEALTH_STATUS_DEGRADED,
+    "unhealthy": monitoring_pb2.HEALTH_STATUS_UNHEALTHY,
+    "unknown": monitoring_pb2.HEALTH_STATUS_UNKNOWN,
+}
+TREND = {
+    "improving": monitoring_pb2.TREND_DIRECTION_IMPROVING,
+    "stable": monitoring_pb2.TREND_DIRECTION_STABLE,
+    "degrading": monitoring_pb2.TREND_DIRECTION_DEGRADING,
+}
+
+
+def _alert_kind(kind: str) -> monitoring_pb2.AlertKind.ValueType:
+    name = f"ALERT_KIND_{kind.upper()}"
+    if name in monitoring_pb2.AlertKind.keys():  # noqa: SIM118 (an enum wrapper, not a dict)
+        return monitoring_pb2.AlertKind.Value(name)
+    return monitoring_pb2.ALERT_KIND_UNSPECIFIED
+
+
+def window_out(m: WindowMetrics) -> monitoring_pb2.WindowMetrics:
+    return monitoring_pb2.WindowMetrics(
+        start=timestamp(m.start),
+        end=timestamp(m.end),
+        predictions=m.predictions,
+        resolved=m.resolved,
+        accuracy=m.accuracy,
+        mean_confidence=m.mean_confidence,
+        agreement_rate=m.agreement_rate,
+        error_rate=m.error_rate,
+        latency_p50_ms=m.latency_p50_ms,
+        latency_p99_ms=m.latency_p99_ms,
+    )
+
+
+def alert_out(a: Alert) -> monitoring_pb2.Alert:
+    return monitoring_pb2.Alert(
+        id=a.id,
+        kind=_alert_kind(a.kind),
+        severity=SEVERITY[a.severity],
+        component=COMPONENT.get(a.component, common_pb2.COMPONENT_UNSPECIFIED),
+        message=a.message,
+        value=a.value,
+        threshold=a.threshold,
+        raised_at=timestamp(a.raised_at),
+        acknowledged=a.acknowledged,
+        acknowledged_at=timestamp(a.acknowledged_at),
+        acknowledged_by=a.acknowledged_by,
+    )
+
+
+def health_out(r: HealthReport) -> monitoring_pb2.GetHealthResponse:
+    return monitoring_pb2.GetHealthResponse(
+        health_score=r.score,
+        status=STATUS[r.status],
+        components=[
+            monitoring_pb2.ComponentHealth(
+                component=COMPONENT.get(c.component, common_pb2.COMPONENT_UNSPECIFIED),
+                status=STATUS[c.status],
+                score=c.score,
+                metrics=window_out(c.metrics),
+                detail=c.detail,
+            )
+            for c in r.components
+        ],
+        window_metrics=window_out(r.window_metrics),
+        last_n_metrics=window_out(r.last_n_metrics),
+        active_alerts=[alert_out(a) for a in r.active_alerts],
+        trends=[
+            monitoring_pb2.Trend(
+                metric=t.metric,
+                component=COMPONENT.get(t.component, common_pb2.COMPONENT_UNSPECIFIED),
+                slope=t.slope,
+                current=t.current,
+                direction=TREND[t.direction],
+            )
+            for t in r.trends
+        ],
+        as_of=timestamp(r.as_of),
+    )
+
+
+SOURCE = {
+    "fused": calibration_pb2.PROBABILITY_SOURCE_FUSED,
+    "lstm": calibration_pb2.PROBABILITY_SOURCE_LSTM,
+    "ensemble": calibration_pb2.PROBABILITY_SOURCE_ENSEMBLE,
+}
+SOURCE_NAME: dict[int, Source] = {v: k for k, v in SOURCE.items()}  # type: ignore[misc]
+ZONE = {
+    "very_low": calibration_pb2.CONFIDENCE_ZONE_VERY_LOW,
+    "low": calibration_pb2.CONFIDENCE_ZONE_LOW,
+    "medium": calibration_pb2.CONFIDENCE_ZONE_MEDIUM,
+    "high": calibration_pb2.CONFIDENCE_ZONE_HIGH,
+    "very_high": calibration_pb2.CONFIDENCE_ZONE_VERY_HIGH,
+}
+MISCALIBRATION = {
+    "overconfident": calibration_pb2.MISCALIBRATION_KIND_OVERCONFIDENT,
+    "underconfident": calibration_pb2.MISCALIBRATION_KIND_UNDERCONFIDENT,
+}
+
+
+def calibration_out(r: CalibrationReport) -> calibration_pb2.CalibrationReport:
+    return calibration_pb2.CalibrationReport(
+        source=SOURCE.get(r.source, calibration_pb2.PROBABILITY_SOURCE_UNSPECIFIED),
+        count=r.count,
+        start=timestamp(r.start),
+        end=timestamp(r.end),
+        ece=r.ece,
+        mce=r.mce,
+        ece_equal_mass=r.ece_equal_mass,
+        mce_equal_mass=r.mce_equal_mass,
+        brier=r.brier,
+        brier_decomposition=calibration_pb2.BrierDecomposition(
+            reliability=r.decomposition.reliability,
+            resolution=r.decomposition.resolution,
+            uncertainty=r.decomposition.uncertainty,
+        ),
+        bins=[
+            calibration_pb2.ReliabilityBin(
+                lower=b.lower,
+                upper=b.upper,
+                mean_confidence=b.mean_predicted,
+                observed_frequency=b.observed_frequency,
+                count=b.count,
+            )
+            for b in r.bins
+        ],
+        zones=[
+            calibration_pb2.ZoneStats(
+                zone=ZONE[z.zone],
+                lower=z.lower,
+                upper=z.upper,
+                count=z.count,
+                accuracy=z.accuracy,
+                mean_confidence=z.mean_confidence,
+            )
+            for z in r.zones
+        ],
+        miscalibrations=[
+            calibration_pb2.Miscalibration(
+                kind=MISCALIBRATION[m.kind],
+                lower=m.lower,
+                upper=m.upper,
+                gap=m.gap,
+                count=m.count,
+                evidence=m.evidence,
+            )
+            for m in r.miscalibrations
+        ],
+        recommendations=list(r.recommendations),
+        accuracy=r.accuracy,
+        mean_confidence=r.mean_confidence,
+    )
+
+
+# -- retraining ---------------------------------------------------------------------------------
+
+JOB_STATE = {
+    "queued": retrain_pb2.JOB_STATE_QUEUED,
+    "running": retrain_pb2.JOB_STATE_RUNNING,
+    "validating": retrain_pb2.JOB_STATE_VALIDATING,
+    "deployed": retrain_pb2.JOB_STATE_DEPLOYED,
+    "rejected": retrain_pb2.JOB_STATE_REJECTED,
+    "failed": retrain_pb2.JOB_STATE_FAILED,
+    "rolled_back": retrain_pb2.JOB_STATE_ROLLED_BACK,
+}
+JOB_STATE_NAME = {v: k for k, v in JOB_STATE.items()}
+TRIGGER = {
+    "schedule": retrain_pb2.TRIGGER_REASON_SCHEDULE,
+    "degradation": retrain_pb2.TRIGGER_REASON_DEGRADATION,
+    "manual": retrain_pb2.TRIGGER_REASON_MANUAL,
+}
+STAGE_NAME = {v: k for k, v in STAGE.items()}
+
+
+def job_out(row: JobRow) -> retrain_pb2.Job:
+    try:
+        gate = json.loads(row.gate_metrics or "[]")
+    except ValueError:
+        gate = []
+    return retrain_pb2.Job(
+        id=row.id,
+        kind=KIND.get(row.kind, common_pb2.MODEL_KIND_UNSPECIFIED),
+        state=JOB_STATE.get(row.state, retrain_pb2.JOB_STATE_UNSPECIFIED),
+        trigger=TRIGGER.get(row.trigger, retrain_pb2.TRIGGER_REASON_UNSPECIFIED),
+        note=row.note,
+        queued_at=timestamp(row.queued_at),
+        started_at=timestamp(row.started_at),
+        finished_at=timestamp(row.finished_at),
+        champion_version=row.champion_version,
+        challenger_version=row.challenger_version,
+        gate_metrics=[
+            retrain_pb2.GateMetric(
+                name=str(g["name"]),
+                champion=float(g["champion"]),
+                challenger=float(g["challenger"]),
+            )
+            for g in gate
+            if isinstance(g, dict)
+        ],
+        failure_reason=row.failure_reason,
+        log=[line for line in (row.log or "").splitlines() if line],
     )

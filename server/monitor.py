@@ -651,23 +651,31 @@ class Monitor:
             MetricRow.insert_many(rows).execute()
         raised: list[Alert] = []
         for cand in self._candidates(report, now):
-            if self._cooled_down(cand, now):
-                continue
-            row = AlertRow.create(
-                id=uuid.uuid4().hex,
-                kind=cand.kind,
-                severity=SEVERITY_RANK[cand.severity],
-                component=cand.component,
-                message=cand.message,
-                value=cand.value if math.isfinite(cand.value) else 0.0,
-                threshold=cand.threshold if math.isfinite(cand.threshold) else 0.0,
-                raised_at=self.wall_clock(),
-                market_time=now,
-            )
-            alert = _alert_of(row)
-            route(alert, self.sinks)
-            raised.append(alert)
+            alert = self.record(cand, now)
+            if alert is not None:
+                raised.append(alert)
         return raised
+
+    def record(self, cand: AlertCandidate, now: datetime | None = None) -> Alert | None:
+        """Stores and routes one alert unless its kind is cooling down; also used by other parts
+        of the server (retraining, rollbacks)."""
+        now = now or self.latest_market_time()
+        if self._cooled_down(cand, now):
+            return None
+        row = AlertRow.create(
+            id=uuid.uuid4().hex,
+            kind=cand.kind,
+            severity=SEVERITY_RANK[cand.severity],
+            component=cand.component,
+            message=cand.message,
+            value=cand.value if math.isfinite(cand.value) else 0.0,
+            threshold=cand.threshold if math.isfinite(cand.threshold) else 0.0,
+            raised_at=self.wall_clock(),
+            market_time=now,
+        )
+        alert = _alert_of(row)
+        route(alert, self.sinks)
+        return alert
 
     def alerts(
         self,

@@ -6,19 +6,35 @@ requests table the error rate is computed from).
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 
-from minhos.v1 import inference_pb2, inference_pb2_grpc
+from minhos.v1 import (
+    calibration_pb2,
+    calibration_pb2_grpc,
+    inference_pb2,
+    inference_pb2_grpc,
+    monitoring_pb2,
+    monitoring_pb2_grpc,
+    retrain_pb2,
+    retrain_pb2_grpc,
+)
 from server import convert
+from server.calibration import Strategy
 from server.dataplane import DataPlane
 from server.errors import FailedPrecondition, InvalidArgument, MinhosError, NotFound, Unavailable
+from server.monitor import AlertNotFoundError, Monitor, Source
 from server.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from server.retraining import Retraining
 
 log = logging.getLogger("minhos.rpc")
 
@@ -149,4 +165,148 @@ class InferenceServicer(Base, inference_pb2_grpc.InferenceServiceServicer):
         records = self.plane.list_predictions(request.symbol, request.limit, request.resolved_only)
         return inference_pb2.ListPredictionsResponse(
             records=[convert.record_out(r) for r in records]
+        )
+
+
+def _window(duration: Duration, field: str) -> dt.timedelta | None:
+    if duration.seconds < 0 or duration.nanos < 0:
+        raise InvalidArgument("must not be negative", field=field)
+    if duration.seconds == 0 and duration.nanos == 0:
+        return None
+    return duration.ToTimedelta()
+
+
+class MonitoringServicer(Base, monitoring_pb2_grpc.MonitoringServiceServicer):
+    def __init__(self, plane: DataPlane, telemetry: Telemetry, monitor: Monitor) -> None:
+        super().__init__(plane, telemetry)
+        self.monitor = monitor
+
+    @rpc("GetHealth")
+    def GetHealth(
+        self, request: monitoring_pb2.GetHealthRequest, context: grpc.ServicerContext
+    ) -> monitoring_pb2.GetHealthResponse:
+        window = _window(request.window, "window")
+        return convert.health_out(self.monitor.health(window=window, last_n=request.last_n or None))
+
+    @rpc("ListAlerts")
+    def ListAlerts(
+        self, request: monitoring_pb2.ListAlertsRequest, context: grpc.ServicerContext
+    ) -> monitoring_pb2.ListAlertsResponse:
+        if request.limit > 1000:
+            raise InvalidArgument(f"{request.limit} is above the maximum of 1000", field="limit")
+        alerts = self.monitor.alerts(
+            include_acknowledged=request.include_acknowledged,
+            min_severity=convert.SEVERITY_NAME.get(request.min_severity),
+            limit=request.limit,
+        )
+        return monitoring_pb2.ListAlertsResponse(alerts=[convert.alert_out(a) for a in alerts])
+
+    @rpc("AcknowledgeAlert")
+    def AcknowledgeAlert(
+        self, request: monitoring_pb2.AcknowledgeAlertRequest, context: grpc.ServicerContext
+    ) -> monitoring_pb2.Alert:
+        if not request.alert_id:
+            raise InvalidArgument("must be set", field="alert_id")
+        try:
+            return convert.alert_out(
+                self.monitor.acknowledge(request.alert_id, request.acknowledged_by)
+            )
+        except AlertNotFoundError:
+            raise NotFound(f"no alert {request.alert_id!r}", field="alert_id") from None
+
+
+class CalibrationServicer(Base, calibration_pb2_grpc.CalibrationServiceServicer):
+    def __init__(self, plane: DataPlane, telemetry: Telemetry, monitor: Monitor) -> None:
+        super().__init__(plane, telemetry)
+        self.monitor = monitor
+
+    @rpc("GetCalibration")
+    def GetCalibration(
+        self, request: calibration_pb2.GetCalibrationRequest, context: grpc.ServicerContext
+    ) -> calibration_pb2.GetCalibrationResponse:
+        bins = request.bins or 10
+        if not 2 <= bins <= 100:
+            raise InvalidArgument(f"{bins} bins; between 2 and 100 are allowed", field="bins")
+        window = _window(request.window, "window")
+        strategy: Strategy = (
+            "quantile" if request.binning == calibration_pb2.BINNING_EQUAL_MASS else "uniform"
+        )
+        sources: list[Source] = (
+            [convert.SOURCE_NAME[request.source]]
+            if request.source != calibration_pb2.PROBABILITY_SOURCE_UNSPECIFIED
+            else ["fused", "lstm", "ensemble"]
+        )
+        reports = [
+            self.monitor.calibration(
+                source, last_n=request.last_n or None, window=window, n_bins=bins, strategy=strategy
+            )
+            for source in sources
+        ]
+        return calibration_pb2.GetCalibrationResponse(
+            reports=[convert.calibration_out(r) for r in reports]
+        )
+
+
+def _kind(kind: int, field: str = "kind") -> str:
+    if kind not in convert.KIND_NAME:
+        raise InvalidArgument(
+            "must be MODEL_KIND_LSTM, MODEL_KIND_ENSEMBLE or MODEL_KIND_KELLY", field=field
+        )
+    return convert.KIND_NAME[kind]  # type: ignore[index]
+
+
+class RetrainServicer(Base, retrain_pb2_grpc.RetrainServiceServicer):
+    def __init__(self, plane: DataPlane, telemetry: Telemetry, retraining: Retraining) -> None:
+        super().__init__(plane, telemetry)
+        self.retraining = retraining
+
+    @rpc("TriggerRetrain")
+    def TriggerRetrain(
+        self, request: retrain_pb2.TriggerRetrainRequest, context: grpc.ServicerContext
+    ) -> retrain_pb2.TriggerRetrainResponse:
+        job, merged = self.retraining.trigger(
+            _kind(request.kind), "manual", request.note, self.plane.market_now
+        )
+        return retrain_pb2.TriggerRetrainResponse(job=convert.job_out(job), merged=merged)
+
+    @rpc("GetJob")
+    def GetJob(
+        self, request: retrain_pb2.GetJobRequest, context: grpc.ServicerContext
+    ) -> retrain_pb2.Job:
+        if not request.job_id:
+            raise InvalidArgument("must be set", field="job_id")
+        return convert.job_out(self.retraining.job(request.job_id))
+
+    @rpc("ListJobs")
+    def ListJobs(
+        self, request: retrain_pb2.ListJobsRequest, context: grpc.ServicerContext
+    ) -> retrain_pb2.ListJobsResponse:
+        kind = _kind(request.kind) if request.kind else None
+        state = convert.JOB_STATE_NAME.get(request.state) if request.state else None
+        if request.limit > 1000:
+            raise InvalidArgument(f"{request.limit} is above the maximum of 1000", field="limit")
+        jobs = self.retraining.jobs(kind, state, request.limit or 100)
+        return retrain_pb2.ListJobsResponse(jobs=[convert.job_out(j) for j in jobs])
+
+    @rpc("ListModelVersions")
+    def ListModelVersions(
+        self, request: retrain_pb2.ListModelVersionsRequest, context: grpc.ServicerContext
+    ) -> retrain_pb2.ListModelVersionsResponse:
+        kind = _kind(request.kind) if request.kind else None
+        stage = convert.STAGE_NAME.get(request.stage) if request.stage else None
+        rows = self.retraining.repository.versions(kind, stage)
+        return retrain_pb2.ListModelVersionsResponse(
+            versions=[convert.model_version_out(r) for r in rows]
+        )
+
+    @rpc("Rollback")
+    def Rollback(
+        self, request: retrain_pb2.RollbackRequest, context: grpc.ServicerContext
+    ) -> retrain_pb2.RollbackResponse:
+        deployed, replaced = self.retraining.rollback(
+            _kind(request.kind), request.to_version, request.reason
+        )
+        return retrain_pb2.RollbackResponse(
+            deployed=convert.model_version_out(deployed),
+            replaced=convert.model_version_out(replaced),
         )
