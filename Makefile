@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTO_SRC := $(wildcard protos/minhos/v1/*.proto)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup browser protos protos-check train serve replay dashboard demo test test-fast lint bench clean
+.PHONY: study setup browser protos protos-check train serve replay dashboard demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -65,6 +65,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m server.bench
+
+# Degradation detector on the real models: false alarms on the healthy test span, detection delay
+# when degraded (needs `make train` first).
+study: $(STAMP)
+	$(PY) -m export.detection_study
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

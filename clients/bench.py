@@ -1,28 +1,57 @@
 """``make bench``: one table from one run, so that ratios compare figures taken side by side.
 
-Rows: the in-process floor (features + both ONNX sessions + fusion + Kelly, no RPC), a bare gRPC
-unary round trip and a bare bidirectional stream carrying messages of the same sizes, unary Predict
-and PredictStream against the real server (persistence on), 8 concurrent unary clients in a separate
-process, and the server with persistence off. The server runs in its own process, as in production,
-on a scratch copy of the database so the benchmark leaves no predictions behind.
+Rows: the in-process floor (``DataPlane.predict``: features + both ONNX sessions + fusion + Kelly,
+no RPC), a bare gRPC unary round trip and a bare bidirectional stream carrying messages of the same
+serialized sizes as the real ones, unary Predict and PredictStream against the real server
+(persistence on), 8 concurrent unary clients in a separate process against the server with
+persistence on and off, and the serving process's readiness, memory and imports.
+
+Every server runs in its own process (``python -m server.main``, as in production) on a scratch
+copy of the registry database, so the benchmark leaves no predictions behind. Without
+``--repository`` the real default models are trained once into a temporary directory.
+Exit status is 0 whether or not a target is met (each is printed as PASS/FAIL); non-zero only on a
+crash.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import multiprocessing
+import os
+import signal
 import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
+import numpy.typing as npt
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.client import MinhosClient
-from minhos.v1 import inference_pb2
+from clients.client import bars_from_arrays, channel_options
+from minhos.v1 import inference_pb2, inference_pb2_grpc
 
 BARE_SERVICE = "bench.Bare"
+SYMBOL = "SPX"
+#: Modules the serving process must not load (torch, sklearn) or should not need (pandas).
+FORBIDDEN = ("torch", "sklearn", "pandas")
+#: Path fragments of those packages' shared libraries, looked up in the server's memory map.
+FORBIDDEN_LIBS = {"torch": "/torch/", "sklearn": "/sklearn/", "pandas": "/pandas/"}
+READY_TIMEOUT_S = 30.0
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -34,6 +63,37 @@ class Row:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    calls: int = 1000
+    warmup: int = 50
+    #: 0: the whole built-in S&P 500 series.
+    stream_messages: int = 0
+    clients: int = 8
+    #: Seconds of each 8-client load round, per server; rounds alternate persistence on and off.
+    load_seconds: float = 2.5
+    rounds: int = 2
+    repository: str = ""
+    #: SQLite file holding ``repository``'s registry rows (which versions are deployed).
+    database: str = ""
+    #: Extra ``MINHOS_*`` settings for every server process (experiments, e.g. worker count).
+    server_env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    ratios: dict[str, float] = field(default_factory=dict)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -41,22 +101,179 @@ def free_port() -> int:
 
 
 def percentiles(samples_s: Sequence[float]) -> tuple[float, float]:
+    if not samples_s:
+        return float("nan"), float("nan")
     arr = np.asarray(samples_s) * 1e6
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def latency_row(name: str, samples_s: Sequence[float], note: str = "") -> Row:
+    p50, p99 = percentiles(samples_s)
+    return Row(name, p50, p99, 1e6 / p50 if p50 > 0 else float("nan"), note)
+
+
+# --- the models: trained once unless given ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Models:
+    repository: Path
+    #: The registry database the repository was published into (never written by the bench).
+    database: Path
+
+
+def train_models(into: Path) -> Models:
+    """The real default models, trained by ``python -m export.train`` in its own process (torch
+    and scikit-learn stay out of the benchmark's processes)."""
+    models = Models(into / "models", into / "registry.db")
+    env = clean_env(
+        MINHOS_STORAGE_DATABASE_URL=f"sqlite:///{models.database}",
+        MINHOS_STORAGE_MODEL_REPOSITORY=str(models.repository),
+    )
+    log = into / "train.log"
+    with log.open("w") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "export.train"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"training failed ({done.returncode}):\n{tail(log)}")
+    return models
+
+
+def scratch_database(models: Models, target: Path) -> str:
+    """A consistent copy of the registry database (SQLite's backup API, WAL included)."""
+    source = sqlite3.connect(models.database)
+    copy = sqlite3.connect(target)
+    try:
+        source.backup(copy)
+    finally:
+        copy.close()
+        source.close()
+    return f"sqlite:///{target}"
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """The environment minus any MinhOS settings of the caller's shell, plus ``settings``."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("MINHOS_") and k != "DATABASE_URL"
+    }
+    env.update(settings)
+    return env
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --- messages of the real sizes ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Messages:
+    request: inference_pb2.PredictRequest
+    response_size: int
+    stream_requests: list[inference_pb2.StreamRequest]
+    stream_response_size: int
+
+    @property
+    def request_bytes(self) -> bytes:
+        return self.request.SerializeToString()
+
+
+def sp500_bars() -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.datetime64]
+]:
+    from export.data import load_sp500  # pandas stays in this (client) process only
+
+    data = load_sp500()
+    return data.times.astype(np.int64), data.ohlcv, data.times
+
+
+# --- the in-process floor ------------------------------------------------------------------------
+
+
+def measure_floor(
+    models: Models, scratch: Path, settings: Settings, stream_count: int
+) -> tuple[Row, Messages]:
+    """``DataPlane.predict`` on the last ``bars_required`` bars, persistence off; also builds the
+    real messages (their serialized sizes drive the bare server)."""
+    from server import convert
+    from server.config import load_config
+    from server.dataplane import DataPlane
+    from server.db import close_database, open_database
+    from server.inference import ModelHolder
+    from server.persistence import BatchWriter
+    from server.registry import ModelRepository
+
+    config = load_config(
+        env={
+            "MINHOS_STORAGE_DATABASE_URL": scratch_database(models, scratch),
+            "MINHOS_STORAGE_MODEL_REPOSITORY": str(models.repository),
+            "MINHOS_STORAGE_PERSIST": "false",
+        }
+    )
+    open_database(config.storage.database_url)
+    try:
+        holder = ModelHolder(ModelRepository(models.repository), config)
+        if not holder.reload():
+            raise RuntimeError(f"cannot load the models: {holder.last_error}")
+        writer = BatchWriter(1.0, 1, enabled=False)
+        plane = DataPlane(config, holder, writer)
+        need = holder.current.bars_required
+        epoch, ohlcv, times = sp500_bars()
+        window_t, window_x = epoch[-need:], ohlcv[-need:]
+        samples = time_calls(lambda: plane.predict(SYMBOL, window_t, window_x), settings.calls)
+        prediction = plane.predict(SYMBOL, window_t, window_x)
+        stream_step = plane.stream()
+        count = min(stream_count or len(epoch), len(epoch))
+        last = None
+        for i in range(need):  # one full window, so the response carries a prediction + outcome
+            last = stream_step.step(SYMBOL, int(epoch[i]), ohlcv[i], i)
+        last = stream_step.step(SYMBOL, int(epoch[need]), ohlcv[need], need)
+    finally:
+        close_database()
+    request = inference_pb2.PredictRequest(
+        symbol=SYMBOL, bars=bars_from_arrays(times[-need:], ohlcv[-need:])
+    )
+    assert last.prediction is not None
+    stream_response = inference_pb2.StreamResponse(
+        symbol=SYMBOL,
+        bar_time=convert.timestamp(last.bar_time),
+        prediction=convert.prediction_out(last.prediction),
+        bars_needed=0,
+        resolved=convert.outcome_out(last.resolved) if last.resolved else None,
+    )
+    all_bars = bars_from_arrays(times[:count], ohlcv[:count])
+    messages = Messages(
+        request=request,
+        response_size=convert.prediction_out(prediction).ByteSize(),
+        stream_requests=[inference_pb2.StreamRequest(symbol=SYMBOL, bar=b) for b in all_bars],
+        stream_response_size=stream_response.ByteSize(),
+    )
+    row = latency_row(
+        "in-process floor (DataPlane.predict)",
+        samples,
+        f"{need} bars, persistence off",
+    )
+    return row, messages
 
 
 # --- the bare server: same message sizes, no work ------------------------------------------------
 
 
-def serve_bare(port: int, response_size: int) -> None:
-    payload = b"x" * response_size
+def serve_bare(unary_size: int, stream_size: int, ready: Connection) -> None:
+    """Runs in its own process: echoes fixed payloads of the real response sizes."""
+    unary_payload, stream_payload = b"x" * unary_size, b"x" * stream_size
 
     def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
-        return payload
+        return unary_payload
 
     def stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         for _ in requests:
-            yield payload
+            yield stream_payload
 
     handler = grpc.method_handlers_generic_handler(
         BARE_SERVICE,
@@ -67,10 +284,44 @@ def serve_bare(port: int, response_size: int) -> None:
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    print("ready", flush=True)
-    server.wait_for_termination()
+    ready.send(port)
+    ready.recv()  # the parent closes its end (or dies): stop
+    server.stop(0)
+
+
+@contextmanager
+def bare_server(unary_size: int, stream_size: int) -> Iterator[str]:
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    process = ctx.Process(target=serve_bare, args=(unary_size, stream_size, child), daemon=True)
+    process.start()
+    try:
+        if not parent.poll(READY_TIMEOUT_S):
+            raise RuntimeError("the bare gRPC server did not start")
+        yield f"127.0.0.1:{parent.recv()}"
+    finally:
+        parent.send(None)
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+
+
+def bare_unary(target: str, request: bytes, settings: Settings) -> Row:
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(f"/{BARE_SERVICE}/Unary", None, None)
+        samples = time_calls(lambda: call(request, timeout=10), settings.calls, settings.warmup)
+    return latency_row(
+        "bare gRPC unary round trip", samples, f"echo, {len(request)} B in / same size out"
+    )
+
+
+def bare_stream(target: str, request: bytes, count: int) -> Row:
+    with grpc.insecure_channel(target) as channel:
+        call = channel.stream_stream(f"/{BARE_SERVICE}/Stream", None, None)
+        rate = stream_rate(lambda it: call(it, timeout=120), [request] * count)
+    return Row("bare bidi stream, pipelined", per_second=rate, note=f"{count} messages, 1 stream")
 
 
 # --- timing loops ---------------------------------------------------------------------------------
@@ -87,52 +338,458 @@ def time_calls(call: Callable[[], object], n: int, warmup: int = 50) -> list[flo
     return samples
 
 
-def stream_rate(
-    open_stream: Callable[[Iterator[object]], Iterator[object]],
-    make: Callable[[int], object],
-    n: int,
-) -> float:
-    """Messages per second through one stream, pipelined: the requests are sent as fast as gRPC
-    takes them while the replies are read."""
+def stream_rate(open_stream: Callable[[Iterator[T]], Iterable[object]], items: list[T]) -> float:
+    """Messages per second through one stream, pipelined: gRPC's sender thread takes requests as
+    fast as flow control allows while this thread reads the replies."""
     began = time.perf_counter()
-    count = sum(1 for _ in open_stream(make(i) for i in range(n)))
+    count = sum(1 for _ in open_stream(iter(items)))
     elapsed = time.perf_counter() - began
-    assert count == n, f"{count} replies to {n} messages"
-    return n / elapsed
+    if count != len(items):
+        raise RuntimeError(f"{count} replies to {len(items)} messages")
+    return len(items) / elapsed
 
 
-def load(target: str, request_bytes: bytes, clients: int, seconds: float) -> dict[str, float]:
-    """Runs in its own process: ``clients`` threads, each with its own channel, calling Predict
-    for ``seconds``. Prints counts and latency percentiles as JSON."""
+# --- the real server, in its own process ----------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    target: str
+    ready_s: float
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_mb(self) -> float:
+        return proc_status_kb(self.pid, "VmRSS") / 1024
+
+    def mapped_forbidden(self) -> list[str]:
+        """Forbidden packages whose shared libraries are mapped into the live server."""
+        maps = Path(f"/proc/{self.pid}/maps").read_text()
+        return [name for name, part in FORBIDDEN_LIBS.items() if part in maps]
+
+
+def proc_status_kb(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def health_serving(target: str, timeout: float) -> bool:
+    # A fresh channel per probe: a reused one would wait out gRPC's reconnect backoff (1 s+).
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+@contextmanager
+def real_server(
+    models: Models, scratch: Path, name: str, persist: bool, extra: dict[str, str]
+) -> Iterator[ServerProcess]:
+    """``python -m server.main`` on a free loopback port and its own database copy; the readiness
+    clock starts just before the process is spawned."""
+    port = free_port()
+    env = clean_env(
+        MINHOS_SERVER_PORT=str(port),
+        MINHOS_SERVER_METRICS_PORT="0",
+        MINHOS_STORAGE_DATABASE_URL=scratch_database(models, scratch / f"{name}.db"),
+        MINHOS_STORAGE_MODEL_REPOSITORY=str(models.repository),
+        MINHOS_STORAGE_PERSIST="true" if persist else "false",
+        **extra,
+    )
+    log = scratch / f"{name}.log"
+    target = f"127.0.0.1:{port}"
+    with log.open("wb") as out:
+        began = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server.main"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        while not health_serving(target, 0.5):
+            if process.poll() is not None:
+                raise RuntimeError(f"server {name} exited ({process.returncode}):\n{tail(log)}")
+            if time.perf_counter() - began > READY_TIMEOUT_S:
+                raise RuntimeError(f"server {name} not SERVING after {READY_TIMEOUT_S} s")
+            time.sleep(0.01)
+        yield ServerProcess(process, target, time.perf_counter() - began, log)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def unary_predict(target: str, request: inference_pb2.PredictRequest, settings: Settings) -> Row:
+    with grpc.insecure_channel(target, options=channel_options()) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        samples = time_calls(
+            lambda: stub.Predict(request, timeout=10), settings.calls, settings.warmup
+        )
+    return latency_row("unary Predict, 1 client", samples, "server process, persistence on")
+
+
+def predict_stream(target: str, requests: list[inference_pb2.StreamRequest]) -> Row:
+    with grpc.insecure_channel(target, options=channel_options()) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        rate = stream_rate(lambda it: stub.PredictStream(it, timeout=300), requests)
+    return Row(
+        "PredictStream, pipelined",
+        per_second=rate,
+        note=f"{len(requests)} S&P 500 bars, 1 stream",
+    )
+
+
+# --- concurrent clients, in a separate process ----------------------------------------------------
+
+
+def load(target: str, request_bytes: bytes, clients: int, seconds: float) -> dict[str, object]:
+    """Runs in its own process: ``clients`` threads, each with its own channel and connection,
+    calling Predict for ``seconds``. Returns the latencies (s) and error codes."""
     request = inference_pb2.PredictRequest.FromString(request_bytes)
     latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    stop = time.perf_counter() + seconds
+    errors: list[list[str]] = [[] for _ in range(clients)]
+    start = threading.Barrier(clients + 1)
+    stop = [0.0]
 
     def worker(i: int) -> None:
-        with MinhosClient(target, timeout=5) as client:
-            client.predict(request.symbol, request.bars)
-            while time.perf_counter() < stop:
+        # A local subchannel pool: otherwise channels with equal arguments share one connection.
+        options = [*channel_options(), ("grpc.use_local_subchannel_pool", 1)]
+        with grpc.insecure_channel(target, options=options) as channel:
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+            stub.Predict(request, timeout=10)  # connect before the clock starts
+            start.wait()
+            while time.perf_counter() < stop[0]:
                 began = time.perf_counter()
                 try:
-                    client.predict(request.symbol, request.bars)
+                    stub.Predict(request, timeout=10)
                     latencies[i].append(time.perf_counter() - began)
-                except grpc.RpcError:
-                    errors[i] += 1
+                except grpc.RpcError as exc:
+                    errors[i].append(exc.code().name)
 
-    began = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
+    stop[0] = time.perf_counter() + 3600
+    start.wait()
+    began = time.perf_counter()
+    stop[0] = began + seconds
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - began
-    flat = [x for per in latencies for x in per]
-    p50, p99 = percentiles(flat)
     return {
-        "calls": len(flat),
-        "errors": sum(errors),
-        "seconds": elapsed,
-        "p50_us": p50,
-        "p99_us": p99,
+        "latencies": [x for per in latencies for x in per],
+        "errors": [e for per in errors for e in per],
+        "seconds": time.perf_counter() - began,
     }
+
+
+@dataclass
+class LoadTotals:
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, result: dict[str, object]) -> None:
+        self.latencies += result["latencies"]  # type: ignore[arg-type]
+        self.errors += result["errors"]  # type: ignore[arg-type]
+        self.seconds += float(result["seconds"])  # type: ignore[arg-type]
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else float("nan")
+
+    def row(self, name: str, clients: int) -> Row:
+        p50, p99 = percentiles(self.latencies)
+        errors = f"{len(self.errors)} errors" + (
+            f" ({', '.join(sorted(set(self.errors)))})" if self.errors else ""
+        )
+        note = f"{len(self.latencies)} calls in {self.seconds:.1f} s, {errors}"
+        return Row(f"{name}, {clients} clients", p50, p99, self.throughput, note)
+
+
+def concurrent_load(
+    targets: dict[str, str], request_bytes: bytes, settings: Settings
+) -> dict[str, LoadTotals]:
+    """Alternates rounds between the servers (A B, B A, ...) so both see the same machine noise."""
+    totals = {name: LoadTotals() for name in targets}
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        for round_ in range(settings.rounds):
+            order = list(targets) if round_ % 2 == 0 else list(reversed(targets))
+            for name in order:
+                args = (targets[name], request_bytes, settings.clients, settings.load_seconds)
+                totals[name].add(pool.apply(load, args))
+    return totals
+
+
+# --- what the serving process imports --------------------------------------------------------------
+
+IMPORT_PROBE = """
+import json, sys
+from pathlib import Path
+import grpc
+from server.config import load_config
+from server.app import MinhosServer
+from minhos.v1 import inference_pb2, inference_pb2_grpc
+
+server = MinhosServer(load_config()).start()
+try:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        request = inference_pb2.PredictRequest.FromString(Path(sys.argv[1]).read_bytes())
+        inference_pb2_grpc.InferenceServiceStub(channel).Predict(request, timeout=10)
+finally:
+    server.stop(grace=1.0)
+print(json.dumps({name: name in sys.modules for name in sys.argv[2:]}))
+"""
+
+
+def serving_imports(
+    models: Models, scratch: Path, request: bytes, extra: dict[str, str]
+) -> dict[str, bool]:
+    """Starts a MinhosServer in a fresh interpreter, serves one Predict, and reports which of
+    :data:`FORBIDDEN` ended up in ``sys.modules``."""
+    request_file = scratch / "request.bin"
+    request_file.write_bytes(request)
+    env = clean_env(
+        MINHOS_SERVER_PORT="0",
+        MINHOS_SERVER_METRICS_PORT="0",
+        MINHOS_STORAGE_DATABASE_URL=scratch_database(models, scratch / "imports.db"),
+        MINHOS_STORAGE_MODEL_REPOSITORY=str(models.repository),
+        MINHOS_STORAGE_PERSIST="false",
+        **extra,
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE, str(request_file), *FORBIDDEN],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"import probe failed:\n{done.stderr[-2000:]}")
+    found: dict[str, bool] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) -> Report:
+    report = Report()
+    rows = report.rows
+    extra = dict(settings.server_env)
+    with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="minhos-bench-")))
+        if settings.repository:
+            models = Models(Path(settings.repository), Path(settings.database))
+        else:
+            progress("training the default models once (about 15 s)")
+            models = train_models(scratch)
+
+        progress("in-process floor")
+        floor, messages = measure_floor(
+            models, scratch / "floor.db", settings, settings.stream_messages
+        )
+        rows.append(floor)
+        stream_count = len(messages.stream_requests)
+
+        progress("bare gRPC server")
+        stream_request = messages.stream_requests[-1].SerializeToString()
+        with bare_server(messages.response_size, messages.stream_response_size) as target:
+            bare = bare_unary(target, messages.request_bytes, settings)
+            bare_rate = bare_stream(target, stream_request, stream_count)
+        rows += [bare]
+
+        progress("server, persistence on")
+        on = stack.enter_context(
+            real_server(models, scratch, "persist-on", persist=True, extra=extra)
+        )
+        ready_on, rss_on, maps_on = on.ready_s, on.rss_mb(), on.mapped_forbidden()
+        progress("server, persistence off")
+        off = stack.enter_context(
+            real_server(models, scratch, "persist-off", persist=False, extra=extra)
+        )
+        unary = unary_predict(on.target, messages.request, settings)
+        rows += [unary, bare_rate]
+        stream = predict_stream(on.target, messages.stream_requests)
+        rows.append(stream)
+
+        progress(f"{settings.clients} concurrent clients, persistence on / off")
+        loads = concurrent_load(
+            {"on": on.target, "off": off.target}, messages.request_bytes, settings
+        )
+        rows.append(loads["on"].row("unary Predict, persistence on", settings.clients))
+        rows.append(loads["off"].row("unary Predict, persistence off", settings.clients))
+        rss_after = on.rss_mb()
+        hwm = proc_status_kb(on.pid, "VmHWM") / 1024
+        rows.append(
+            Row(
+                "server process",
+                note=(
+                    f"ready in {ready_on:.2f} s (persist off: {off.ready_s:.2f} s); VmRSS "
+                    f"{rss_on:.0f} MB at ready, {rss_after:.0f} MB after load (peak {hwm:.0f} MB)"
+                ),
+            )
+        )
+
+        progress("imports of the serving process")
+        imported = serving_imports(models, scratch, messages.request_bytes, extra)
+        loaded = [name for name, yes in imported.items() if yes]
+        rows.append(
+            Row(
+                "serving process imports",
+                note=(
+                    "sys.modules after one Predict: "
+                    + ", ".join(f"{n} {'YES' if imported[n] else 'no'}" for n in FORBIDDEN)
+                    + f"; libraries mapped in the live server: {', '.join(maps_on) or 'none'}"
+                ),
+            )
+        )
+
+    floor_plus_bare = floor.p50_us + bare.p50_us
+    on_total, off_total = loads["on"], loads["off"]
+    r = report.ratios
+    r["unary p50 / (floor p50 + bare unary p50)"] = unary.p50_us / floor_plus_bare
+    r["PredictStream / bare stream msgs/s"] = stream.per_second / bare_rate.per_second
+    r["8 clients p99 / p50"] = (
+        percentiles(on_total.latencies)[1] / percentiles(on_total.latencies)[0]
+    )
+    r["persistence on / off throughput"] = on_total.throughput / off_total.throughput
+    report.checks += [
+        Check(
+            "unary p50 <= 1.3 x (floor + bare round trip)",
+            r["unary p50 / (floor p50 + bare unary p50)"] <= 1.3,
+            f"{unary.p50_us:.0f} us vs 1.3 x ({floor.p50_us:.0f} + {bare.p50_us:.0f}) = "
+            f"{1.3 * floor_plus_bare:.0f} us",
+        ),
+        Check(
+            "PredictStream >= 0.75 x bare stream",
+            r["PredictStream / bare stream msgs/s"] >= 0.75,
+            f"{stream.per_second:.0f} vs 0.75 x {bare_rate.per_second:.0f} = "
+            f"{0.75 * bare_rate.per_second:.0f} msgs/s",
+        ),
+        Check(
+            f"{settings.clients} clients: no errors, p99 <= 5 x p50",
+            not on_total.errors and r["8 clients p99 / p50"] <= 5,
+            f"{len(on_total.errors)} errors, p99/p50 = {r['8 clients p99 / p50']:.2f}",
+        ),
+        Check(
+            "persistence on / off throughput >= 0.9",
+            r["persistence on / off throughput"] >= 0.9,
+            f"{on_total.throughput:.0f} / {off_total.throughput:.0f} req/s = "
+            f"{r['persistence on / off throughput']:.2f}",
+        ),
+        Check(
+            "ready (health SERVING) <= 3 s from process start",
+            max(ready_on, off.ready_s) <= 3.0,
+            f"{ready_on:.2f} s and {off.ready_s:.2f} s",
+        ),
+        Check(
+            "no torch / sklearn in the serving process",
+            not (imported["torch"] or imported["sklearn"] or {"torch", "sklearn"} & set(maps_on)),
+            f"imported: {', '.join(loaded) or 'none of ' + '/'.join(FORBIDDEN)}",
+        ),
+    ]
+    return report
+
+
+def format_report(report: Report) -> str:
+    width = max(len(row.name) for row in report.rows)
+    header = f"{'measure':<{width}}  {'p50 us':>9}  {'p99 us':>9}  {'per s':>9}  note"
+    lines = [header, "-" * (len(header) + 40)]
+
+    def num(x: float) -> str:
+        return f"{x:>9.0f}" if np.isfinite(x) else f"{'':>9}"
+
+    for row in report.rows:
+        lines.append(
+            f"{row.name:<{width}}  {num(row.p50_us)}  {num(row.p99_us)}  {num(row.per_second)}"
+            f"  {row.note}"
+        )
+    lines.append("")
+    lines += [f"{name}: {value:.2f}" for name, value in report.ratios.items()]
+    lines.append("")
+    lines += [
+        f"{'PASS' if check.ok else 'FAIL'}  {check.name}  ({check.detail})"
+        for check in report.checks
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(prog="python -m clients.bench", description=__doc__)
+    parser.add_argument("--calls", type=int, default=defaults.calls, help="timed unary calls")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup)
+    parser.add_argument(
+        "--stream-messages",
+        type=int,
+        default=defaults.stream_messages,
+        help="bars streamed (default: all 5031 S&P 500 bars)",
+    )
+    parser.add_argument("--clients", type=int, default=defaults.clients)
+    parser.add_argument(
+        "--load-seconds",
+        type=float,
+        default=defaults.load_seconds,
+        help="seconds per concurrent-load round and server",
+    )
+    parser.add_argument("--rounds", type=int, default=defaults.rounds)
+    parser.add_argument(
+        "--repository", default="", help="trained model repository (default: train one)"
+    )
+    parser.add_argument(
+        "--database",
+        default="",
+        help="SQLite file holding --repository's registry (default: the configured database)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="MINHOS_X=VALUE",
+        help="extra setting for the server processes (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    extra = tuple(tuple(item.split("=", 1)) for item in args.server_env)
+    if any(len(pair) != 2 or not pair[0].startswith("MINHOS_") for pair in extra):
+        parser.error("--server-env takes MINHOS_<SECTION>_<FIELD>=VALUE")
+    database = args.database
+    if args.repository and not database:
+        from server.config import load_config
+
+        url = load_config().storage.database_url
+        if not url.startswith("sqlite:///"):
+            parser.error("--database: the bench copies a SQLite registry; give its file")
+        database = url[len("sqlite:///") :]
+    settings = Settings(
+        calls=args.calls,
+        warmup=args.warmup,
+        stream_messages=args.stream_messages,
+        clients=args.clients,
+        load_seconds=args.load_seconds,
+        rounds=args.rounds,
+        repository=args.repository,
+        database=database,
+        server_env=extra,
+    )
+    began = time.perf_counter()
+    report = run(settings, progress=lambda text: print(f"bench: {text}", file=sys.stderr))
+    print(format_report(report))
+    print(f"\n(one run, {time.perf_counter() - began:.0f} s, {os.cpu_count()} cores)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

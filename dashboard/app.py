@@ -46,12 +46,13 @@ def _card(title: str, value: str, element_id: str | None = None) -> html.Div:
 
 def health_panel(reply: monitoring_pb2.GetHealthResponse) -> list[Any]:
     status = _name(monitoring_pb2.HealthStatus, reply.status, "HEALTH_STATUS_")
-    m = reply.window_metrics
+    # The last-N window: on daily bars the 24 h window holds a single prediction.
+    m = reply.last_n_metrics
     cards = html.Div(
         [
             _card("health score", f"{reply.health_score:.0f} / 100", "health-score"),
             _card("status", status),
-            _card("predictions (24h)", str(m.predictions)),
+            _card("predictions (last N)", str(m.predictions)),
             _card("accuracy", _num(m.accuracy)),
             _card("mean confidence", _num(m.mean_confidence)),
             _card("agreement", _num(m.agreement_rate)),

@@ -1,0 +1,108 @@
+"""How the degradation detector behaves on the real models and data (``make study``).
+
+Scores the deployed models over the walk-forward test span exactly as the server would (the same
+feature code, the same ONNX graphs, the same fusion), then runs the monitor's detectors over the
+fused hit series:
+
+* healthy: the test span as it is; any alarm above info is a false alarm;
+* flipped: outcomes inverted from bar ``--change-at`` on (a model that has turned wrong);
+* corrupted: the inputs of the LSTM and ensemble replaced by other days' features from bar
+  ``--change-at`` on (a broken feed: the models still answer, but about the wrong day).
+
+For each scenario it prints the first bar (after the change) at which each severity fires, for the
+default "relative" profile (Bernoulli CUSUM against the model's validation accuracy) and for the
+"fixed" profile (absolute thresholds), so the two can be compared on the same hits.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from export import features as F
+from export.data import load_sp500
+from export.onnx_export import session
+from server.config import load_config
+from server.db import open_database
+from server.degradation import SEVERITIES, CusumParams, first_alarms, fixed_first_alarms
+from server.fusion import fuse
+from server.registry import ModelRepository
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def _fused_hits(
+    repo: ModelRepository, versions: dict[str, str], seqs: npt.NDArray[np.float32], y: FloatArray
+) -> FloatArray:
+    config = load_config()
+    _, lstm = repo.load_verified("lstm", versions["lstm"])
+    _, ensemble = repo.load_verified("ensemble", versions["ensemble"])
+    p_lstm = session(lstm).run(None, {"features": seqs})[0].reshape(-1)
+    p_ens = session(ensemble).run(None, {"features": np.ascontiguousarray(seqs[:, -1, :])})[-1][:, 1]
+    fused = fuse(p_lstm.astype(np.float64), p_ens.astype(np.float64), config.fusion)
+    return ((fused.direction > 0) == (y > 0.5)).astype(np.float64)
+
+
+def _row(name: str, alarms: dict[str, int | None], change_at: int) -> str:
+    def cell(index: int | None) -> str:
+        if index is None:
+            return "never"
+        return f"{index - change_at:+d}" if change_at else str(index)
+
+    return f"{name:<34}" + "".join(f"{cell(alarms[s]):>10}" for s in SEVERITIES)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="detection-study", description=__doc__)
+    parser.add_argument("--test-start", default="2013-01-01")
+    parser.add_argument("--change-at", type=int, default=300, help="bar of the test span where degradation starts")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    config = load_config()
+    open_database(config.storage.database_url)
+    repo = ModelRepository(config.storage.model_repository)
+    versions = repo.deployed()
+    manifests = {k: repo.read_manifest(k, v) for k, v in versions.items()}
+    window = manifests["lstm"].feature_spec.window
+    p0 = manifests["kelly"].metrics.get("val_uncalibrated_accuracy", 0.5)
+
+    data = load_sp500()
+    feats = F.compute_features(data.ohlcv)
+    y = F.labels(data.ohlcv)
+    test = np.arange(int(data.times.searchsorted(np.datetime64(args.test_start))), len(data) - 1)
+    seqs = F.sequences(feats, window, test)
+    healthy = _fused_hits(repo, versions, seqs, y[test])
+
+    k = args.change_at
+    flipped = healthy.copy()
+    flipped[k:] = 1.0 - flipped[k:]
+    rng = np.random.default_rng(args.seed)
+    corrupted_seqs = seqs.copy()
+    corrupted_seqs[k:] = seqs[rng.permutation(len(seqs))[: len(seqs) - k]]
+    corrupted = _fused_hits(repo, versions, corrupted_seqs, y[test])
+
+    mon = config.monitoring
+    params = CusumParams.for_model(p0, mon.cusum_drop, mon.cusum_arl0)
+    print(
+        f"fused model, test span {str(data.times[test[0]])[:10]} .. {str(data.times[test[-1]])[:10]} "
+        f"({len(test)} bars); validation accuracy p0 = {p0:.4f}; CUSUM p1 = {params.p1:.4f}, h = {params.h:.2f}"
+    )
+    print(
+        f"accuracy: healthy {healthy.mean():.4f}; after bar {k}: flipped {flipped[k:].mean():.4f}, "
+        f"corrupted {corrupted[k:].mean():.4f}"
+    )
+    print()
+    print("first alarm, in bars (healthy: bar index; degraded: bars after the change)")
+    print(f"{'scenario':<34}" + "".join(f"{s:>10}" for s in SEVERITIES))
+    fixed_window = mon.last_n
+    for name, hits, change in (("healthy", healthy, 0), ("flipped outcomes", flipped, k), ("corrupted inputs", corrupted, k)):
+        print(_row(f"{name} / relative (CUSUM)", first_alarms(hits, params), change))
+        print(_row(f"{name} / fixed (<{mon.fixed_min_accuracy:.2f}/{fixed_window})", fixed_first_alarms(hits, mon.fixed_min_accuracy, fixed_window), change))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
