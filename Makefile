@@ -64,7 +64,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(PY) -m server.bench
+	$(PY) -m clients.bench
 
 # Degradation detector on the real models: false alarms on the healthy test span, detection delay
 # when degraded (needs `make train` first).

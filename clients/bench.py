@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +50,9 @@ FORBIDDEN = ("torch", "sklearn", "pandas")
 #: Path fragments of those packages' shared libraries, looked up in the server's memory map.
 FORBIDDEN_LIBS = {"torch": "/torch/", "sklearn": "/sklearn/", "pandas": "/pandas/"}
 READY_TIMEOUT_S = 30.0
+#: Streaming 20 years of bars advances the market clock past every retraining schedule; a training
+#: job in the middle of a measurement would measure training, so the bench's servers only serve.
+SERVER_DEFAULTS = {"MINHOS_RETRAIN_ENABLED": "false"}
 
 T = TypeVar("T")
 
@@ -127,8 +130,10 @@ def train_models(into: Path) -> Models:
     and scikit-learn stay out of the benchmark's processes)."""
     models = Models(into / "models", into / "registry.db")
     env = clean_env(
-        MINHOS_STORAGE_DATABASE_URL=f"sqlite:///{models.database}",
-        MINHOS_STORAGE_MODEL_REPOSITORY=str(models.repository),
+        {
+            "MINHOS_STORAGE_DATABASE_URL": f"sqlite:///{models.database}",
+            "MINHOS_STORAGE_MODEL_REPOSITORY": str(models.repository),
+        }
     )
     log = into / "train.log"
     with log.open("w") as out:
@@ -152,7 +157,7 @@ def scratch_database(models: Models, target: Path) -> str:
     return f"sqlite:///{target}"
 
 
-def clean_env(**settings: str) -> dict[str, str]:
+def clean_env(settings: Mapping[str, str]) -> dict[str, str]:
     """The environment minus any MinhOS settings of the caller's shell, plus ``settings``."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("MINHOS_") and k != "DATABASE_URL"
@@ -202,7 +207,7 @@ def measure_floor(
     real messages (their serialized sizes drive the bare server)."""
     from server import convert
     from server.config import load_config
-    from server.dataplane import DataPlane
+    from server.dataplane import DataPlane, outcome_of
     from server.db import close_database, open_database
     from server.inference import ModelHolder
     from server.persistence import BatchWriter
@@ -227,29 +232,24 @@ def measure_floor(
         window_t, window_x = epoch[-need:], ohlcv[-need:]
         samples = time_calls(lambda: plane.predict(SYMBOL, window_t, window_x), settings.calls)
         prediction = plane.predict(SYMBOL, window_t, window_x)
-        stream_step = plane.stream()
         count = min(stream_count or len(epoch), len(epoch))
-        last = None
-        for i in range(need):  # one full window, so the response carries a prediction + outcome
-            last = stream_step.step(SYMBOL, int(epoch[i]), ohlcv[i], i)
-        last = stream_step.step(SYMBOL, int(epoch[need]), ohlcv[need], need)
     finally:
         close_database()
     request = inference_pb2.PredictRequest(
         symbol=SYMBOL, bars=bars_from_arrays(times[-need:], ohlcv[-need:])
     )
-    assert last.prediction is not None
+    response = convert.prediction_out(prediction)
+    # A steady-state stream reply: the new prediction plus the previous one's resolved outcome.
     stream_response = inference_pb2.StreamResponse(
         symbol=SYMBOL,
-        bar_time=convert.timestamp(last.bar_time),
-        prediction=convert.prediction_out(last.prediction),
-        bars_needed=0,
-        resolved=convert.outcome_out(last.resolved) if last.resolved else None,
+        bar_time=response.bar_time,
+        prediction=response,
+        resolved=convert.outcome_out(outcome_of(prediction, 0.01234, prediction.bar_time)),
     )
     all_bars = bars_from_arrays(times[:count], ohlcv[:count])
     messages = Messages(
         request=request,
-        response_size=convert.prediction_out(prediction).ByteSize(),
+        response_size=response.ByteSize(),
         stream_requests=[inference_pb2.StreamRequest(symbol=SYMBOL, bar=b) for b in all_bars],
         stream_response_size=stream_response.ByteSize(),
     )
@@ -398,13 +398,17 @@ def real_server(
     """``python -m server.main`` on a free loopback port and its own database copy; the readiness
     clock starts just before the process is spawned."""
     port = free_port()
+    # The bench's own settings win over ``extra``: the persistence on / off pair must hold.
     env = clean_env(
-        MINHOS_SERVER_PORT=str(port),
-        MINHOS_SERVER_METRICS_PORT="0",
-        MINHOS_STORAGE_DATABASE_URL=scratch_database(models, scratch / f"{name}.db"),
-        MINHOS_STORAGE_MODEL_REPOSITORY=str(models.repository),
-        MINHOS_STORAGE_PERSIST="true" if persist else "false",
-        **extra,
+        {
+            **SERVER_DEFAULTS,
+            **extra,
+            "MINHOS_SERVER_PORT": str(port),
+            "MINHOS_SERVER_METRICS_PORT": "0",
+            "MINHOS_STORAGE_DATABASE_URL": scratch_database(models, scratch / f"{name}.db"),
+            "MINHOS_STORAGE_MODEL_REPOSITORY": str(models.repository),
+            "MINHOS_STORAGE_PERSIST": "true" if persist else "false",
+        }
     )
     log = scratch / f"{name}.log"
     target = f"127.0.0.1:{port}"
@@ -562,12 +566,15 @@ def serving_imports(
     request_file = scratch / "request.bin"
     request_file.write_bytes(request)
     env = clean_env(
-        MINHOS_SERVER_PORT="0",
-        MINHOS_SERVER_METRICS_PORT="0",
-        MINHOS_STORAGE_DATABASE_URL=scratch_database(models, scratch / "imports.db"),
-        MINHOS_STORAGE_MODEL_REPOSITORY=str(models.repository),
-        MINHOS_STORAGE_PERSIST="false",
-        **extra,
+        {
+            **SERVER_DEFAULTS,
+            **extra,
+            "MINHOS_SERVER_PORT": "0",
+            "MINHOS_SERVER_METRICS_PORT": "0",
+            "MINHOS_STORAGE_DATABASE_URL": scratch_database(models, scratch / "imports.db"),
+            "MINHOS_STORAGE_MODEL_REPOSITORY": str(models.repository),
+            "MINHOS_STORAGE_PERSIST": "false",
+        }
     )
     done = subprocess.run(
         [sys.executable, "-c", IMPORT_PROBE, str(request_file), *FORBIDDEN],

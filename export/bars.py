@@ -6,7 +6,7 @@ column, because "bad data" with no location is useless on a 5,000-row file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -37,21 +37,42 @@ def _first(mask: npt.NDArray[np.bool_]) -> tuple[int, int] | None:
     return int(row), int(col)
 
 
+def _all_valid(ohlcv: FloatArray, times: npt.NDArray[np.datetime64] | None) -> bool:
+    with np.errstate(invalid="ignore"):  # NaN compares False, which is what we want here
+        o, h, lo, c, v = ohlcv.T
+        ok = bool(
+            np.isfinite(ohlcv).all()
+            and (lo > 0).all()
+            and (v >= 0).all()
+            and (h >= np.maximum(o, c)).all()
+            and (lo <= np.minimum(o, c)).all()
+            and (h >= lo).all()
+        )
+    if ok and times is not None:
+        ok = len(times) == len(ohlcv) and bool((np.diff(times.astype(np.int64)) > 0).all())
+    return ok
+
+
 def validate_ohlcv(
     ohlcv: FloatArray,
     times: npt.NDArray[np.datetime64] | None = None,
     *,
-    row_labels: Sequence[str] | None = None,
+    row_labels: Sequence[str] | Callable[[int], str] | None = None,
 ) -> None:
     """Raises :class:`BarError` on the first problem: wrong shape, NaN or inf, non-positive prices,
     negative volume, high below low / open / close, low above open / close, and (given ``times``)
-    unsorted or duplicate times. ``row_labels`` replaces row indices in messages (e.g. CSV lines)."""
+    unsorted or duplicate times. ``row_labels`` (a sequence, or a function of the row, built only
+    on error) replaces row indices in messages (e.g. CSV lines)."""
 
     def where(row: int) -> str:
-        return row_labels[row] if row_labels is not None else f"bar {row}"
+        if row_labels is None:
+            return f"bar {row}"
+        return row_labels(row) if callable(row_labels) else row_labels[row]
 
     if ohlcv.ndim != 2 or ohlcv.shape[1] != len(COLUMNS):
         raise BarError(f"expected an (n, 5) array of {', '.join(COLUMNS)}; got shape {ohlcv.shape}")
+    if _all_valid(ohlcv, times):
+        return  # the common case, in a handful of vector operations; diagnose only on failure
     bad = _first(~np.isfinite(ohlcv))
     if bad is not None:
         row, col = bad

@@ -17,7 +17,7 @@ default "relative" profile (Bernoulli CUSUM against the model's validation accur
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +27,7 @@ from export.data import load_sp500
 from export.onnx_export import session
 from server.config import load_config
 from server.db import open_database
-from server.degradation import SEVERITIES, CusumParams, first_alarms, fixed_first_alarms
+from server.degradation import SEVERITIES, CusumParams, Severity, first_alarms, fixed_first_alarms
 from server.fusion import fuse
 from server.registry import ModelRepository
 
@@ -41,12 +41,15 @@ def _fused_hits(
     _, lstm = repo.load_verified("lstm", versions["lstm"])
     _, ensemble = repo.load_verified("ensemble", versions["ensemble"])
     p_lstm = session(lstm).run(None, {"features": seqs})[0].reshape(-1)
-    p_ens = session(ensemble).run(None, {"features": np.ascontiguousarray(seqs[:, -1, :])})[-1][:, 1]
+    p_ens = session(ensemble).run(None, {"features": np.ascontiguousarray(seqs[:, -1, :])})[-1][
+        :, 1
+    ]
     fused = fuse(p_lstm.astype(np.float64), p_ens.astype(np.float64), config.fusion)
-    return ((fused.direction > 0) == (y > 0.5)).astype(np.float64)
+    hits: FloatArray = ((fused.direction > 0) == (y > 0.5)).astype(np.float64)
+    return hits
 
 
-def _row(name: str, alarms: dict[str, int | None], change_at: int) -> str:
+def _row(name: str, alarms: Mapping[Severity, int | None], change_at: int) -> str:
     def cell(index: int | None) -> str:
         if index is None:
             return "never"
@@ -58,7 +61,9 @@ def _row(name: str, alarms: dict[str, int | None], change_at: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="detection-study", description=__doc__)
     parser.add_argument("--test-start", default="2013-01-01")
-    parser.add_argument("--change-at", type=int, default=300, help="bar of the test span where degradation starts")
+    parser.add_argument(
+        "--change-at", type=int, default=300, help="bar of the test span where degradation starts"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     config = load_config()
@@ -98,9 +103,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("first alarm, in bars (healthy: bar index; degraded: bars after the change)")
     print(f"{'scenario':<34}" + "".join(f"{s:>10}" for s in SEVERITIES))
     fixed_window = mon.last_n
-    for name, hits, change in (("healthy", healthy, 0), ("flipped outcomes", flipped, k), ("corrupted inputs", corrupted, k)):
+    for name, hits, change in (
+        ("healthy", healthy, 0),
+        ("flipped outcomes", flipped, k),
+        ("corrupted inputs", corrupted, k),
+    ):
         print(_row(f"{name} / relative (CUSUM)", first_alarms(hits, params), change))
-        print(_row(f"{name} / fixed (<{mon.fixed_min_accuracy:.2f}/{fixed_window})", fixed_first_alarms(hits, mon.fixed_min_accuracy, fixed_window), change))
+        print(
+            _row(
+                f"{name} / fixed (<{mon.fixed_min_accuracy:.2f}/{fixed_window})",
+                fixed_first_alarms(hits, mon.fixed_min_accuracy, fixed_window),
+                change,
+            )
+        )
     return 0
 
 

@@ -44,35 +44,48 @@ def bars_required(window: int) -> int:
     return LOOKBACK + window - 1
 
 
+def _mean(x: FloatArray) -> FloatArray:
+    # add.reduce directly: np.mean's dispatch costs more than the arithmetic on these small rows.
+    out: FloatArray = np.add.reduce(x, axis=1) / x.shape[1]
+    return out
+
+
+def _std(x: FloatArray) -> FloatArray:
+    """Sample standard deviation (ddof 1) along axis 1."""
+    centred = x - _mean(x)[:, None]
+    out: FloatArray = np.sqrt(np.add.reduce(centred * centred, axis=1) / (x.shape[1] - 1))
+    return out
+
+
 def _window_features(w: FloatArray) -> FloatArray:
     """Features of each window in ``w`` (shape (m, LOOKBACK, 5), oldest bar first) -> (m, F)."""
+    out = np.empty((len(w), len(FEATURE_NAMES)))
     close = w[:, :, CLOSE]
     last = close[:, -1]
     log_close = np.log(close)
-    returns = np.diff(log_close, axis=1)  # (m, LOOKBACK - 1)
-    cols: list[FloatArray] = []
-    for lag in (1, 2, 5, 10, 20):
-        cols.append(log_close[:, -1] - log_close[:, -1 - lag])
-    for span in (10, 20):
-        cols.append(np.std(returns[:, -span:], axis=1, ddof=1))
+    returns = log_close[:, 1:] - log_close[:, :-1]  # (m, LOOKBACK - 1)
+    for j, lag in enumerate((1, 2, 5, 10, 20)):
+        out[:, j] = log_close[:, -1] - log_close[:, -1 - lag]
+    out[:, 5] = _std(returns[:, -10:])
+    out[:, 6] = _std(returns[:, -20:])
     # Cutler's RSI (simple means): no recursion, so it depends on the window only.
     recent = returns[:, -RSI_PERIOD:]
-    gains = np.mean(np.where(recent > 0, recent, 0.0), axis=1)
-    losses = np.mean(np.where(recent < 0, -recent, 0.0), axis=1)
+    gains = _mean(np.maximum(recent, 0.0))
+    losses = _mean(np.maximum(-recent, 0.0))
     total = gains + losses
-    cols.append(np.divide(gains, total, out=np.full_like(total, 0.5), where=total > 0) - 0.5)
-    for span in (10, 50):
-        cols.append(last / np.mean(close[:, -span:], axis=1) - 1.0)
+    out[:, 7] = np.divide(gains, total, out=np.full_like(total, 0.5), where=total > 0) - 0.5
+    out[:, 8] = last / _mean(close[:, -10:]) - 1.0
+    out[:, 9] = last / _mean(close) - 1.0  # the window is exactly LOOKBACK = 50 bars
     volume = w[:, :, VOLUME]
-    cols.append(np.log1p(volume[:, -1]) - np.log1p(np.mean(volume[:, -20:], axis=1)))
+    out[:, 10] = np.log1p(volume[:, -1]) - np.log1p(_mean(volume[:, -20:]))
     high, low = w[:, -1, HIGH], w[:, -1, LOW]
-    cols.append(np.log(high / low))
+    out[:, 11] = np.log(high / low)
     spread = high - low
-    cols.append(
+    out[:, 12] = (
         np.divide(last - low, spread, out=np.full_like(spread, 0.5), where=spread > 0) - 0.5
     )
-    cols.append(np.log(w[:, -1, OPEN]) - log_close[:, -2])
-    return np.stack(cols, axis=1)
+    out[:, 13] = np.log(w[:, -1, OPEN]) - log_close[:, -2]
+    return out
 
 
 def compute_features(ohlcv: FloatArray) -> FloatArray:
@@ -88,11 +101,25 @@ def compute_features(ohlcv: FloatArray) -> FloatArray:
 
 def window_features(ohlcv: FloatArray, window: int) -> FloatArray:
     """The last ``window`` feature vectors of a request's bars, (window, F). The server's entry
-    point: it needs exactly ``bars_required(window)`` bars (more are ignored, oldest first)."""
+    point: it needs at least ``bars_required(window)`` bars (older ones are ignored)."""
     need = bars_required(window)
     if len(ohlcv) < need:
         raise ValueError(f"{len(ohlcv)} bars given; {need} needed for a window of {window}")
-    return compute_features(ohlcv[-need:])[LOOKBACK - 1 :]
+    batch = window_features_batch(np.asarray(ohlcv, dtype=np.float64)[None, -need:], window)
+    out: FloatArray = batch[0]
+    return out
+
+
+def window_features_batch(windows: FloatArray, window: int) -> FloatArray:
+    """Feature windows of a batch of bar windows (k, >= bars_required, 5) -> (k, window, F), by the
+    same per-window code as :func:`compute_features` (a stream scores several bars at once)."""
+    need = bars_required(window)
+    k = len(windows)
+    bars = np.ascontiguousarray(windows[:, -need:, :], dtype=np.float64)
+    views = sliding_window_view(bars, (LOOKBACK, bars.shape[2]), axis=(1, 2))[:, :, 0]
+    flat = np.ascontiguousarray(views.reshape(k * window, LOOKBACK, bars.shape[2]))
+    out: FloatArray = _window_features(flat).reshape(k, window, len(FEATURE_NAMES))
+    return out
 
 
 def labels(ohlcv: FloatArray) -> FloatArray:

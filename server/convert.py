@@ -13,7 +13,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from minhos.v1 import calibration_pb2, common_pb2, inference_pb2, monitoring_pb2, retrain_pb2
 from server.alerts import Alert, Severity
 from server.calibration import CalibrationReport
-from server.dataplane import FloatArray, IntArray, Outcome, Prediction, PredictionRecord
+from server.dataplane import (
+    FloatArray,
+    IntArray,
+    Outcome,
+    Prediction,
+    PredictionRecord,
+    StreamItem,
+)
 from server.db import JobRow, ModelVersionRow
 from server.monitor import HealthReport, Source, WindowMetrics
 from server.registry import FeatureSpec, Manifest
@@ -59,8 +66,10 @@ def bars_in(bars: Sequence[common_pb2.Bar]) -> tuple[IntArray, FloatArray]:
     return times, ohlcv.reshape(len(bars), 5)
 
 
-def bar_in(bar: common_pb2.Bar) -> tuple[int, FloatArray]:
-    return bar.time.seconds, np.array((bar.open, bar.high, bar.low, bar.close, bar.volume))
+def stream_item(request: inference_pb2.StreamRequest, index: int) -> StreamItem:
+    bar = request.bar
+    ohlcv = np.array((bar.open, bar.high, bar.low, bar.close, bar.volume))
+    return StreamItem(request.symbol, bar.time.seconds, ohlcv, index)
 
 
 def prediction_out(p: Prediction) -> inference_pb2.PredictResponse:

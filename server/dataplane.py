@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,7 +29,7 @@ from server.db import (
     database,
     utcnow,
 )
-from server.errors import InvalidArgument, NotFound, Unavailable
+from server.errors import InvalidArgument, MinhosError, NotFound, Unavailable
 from server.inference import ModelHolder, ModelSet
 from server.persistence import BatchWriter
 from server.registry import ModelNotFoundError
@@ -182,7 +182,7 @@ class DataPlane:
             validate_ohlcv(
                 ohlcv,
                 times.astype("datetime64[s]"),
-                row_labels=[f"bars[{i + base}]" for i in range(need)],
+                row_labels=lambda i: f"bars[{i + base}]",
             )
         except BarError as exc:
             raise _invalid(exc, base) from None
@@ -191,47 +191,65 @@ class DataPlane:
     def _score(
         self, symbol: str, bar_time: int, window: FloatArray, models: ModelSet, began: float
     ) -> Prediction:
-        scored = models.score(window[None, :, :])
+        return self._score_many([symbol], [bar_time], window[None, :, :], models, began)[0]
+
+    def _score_many(
+        self,
+        symbols: list[str],
+        bar_times: list[int],
+        windows: FloatArray,
+        models: ModelSet,
+        began: float,
+    ) -> list[Prediction]:
+        """Scores a batch of windows (k, bars_required, 5) with one model set: one pass of the
+        feature code and one run of each ONNX session, however many predictions."""
+        scored = models.score(windows)
         fused = scored.fused
-        prediction = Prediction(
-            id=uuid.uuid4().hex,
-            symbol=symbol,
-            bar_time=to_datetime(bar_time),
-            direction=int(fused.direction[0]),
-            probability_up=float(fused.probability_up[0]),
-            confidence=float(fused.confidence[0]),
-            lstm_probability=float(scored.p_lstm[0]),
-            ensemble_probability=float(scored.p_ensemble[0]),
-            agreement=float(fused.agreement[0]),
-            kelly_fraction=float(scored.kelly_fraction[0]),
-            versions=scored.versions,
-            latency_s=time.perf_counter() - began,
-            close=float(window[-1, CLOSE]),
-        )
-        self._remember(prediction)
-        if self.market_now is None or prediction.bar_time > self.market_now:
-            self.market_now = prediction.bar_time
-        self.writer.put(
-            PredictionRow,
-            {
-                "id": prediction.id,
-                "symbol": symbol,
-                "bar_time": prediction.bar_time,
-                "created_at": self.clock(),
-                "direction": prediction.direction,
-                "probability_up": prediction.probability_up,
-                "confidence": prediction.confidence,
-                "lstm_probability": prediction.lstm_probability,
-                "ensemble_probability": prediction.ensemble_probability,
-                "agreement": prediction.agreement,
-                "kelly_fraction": prediction.kelly_fraction,
-                "lstm_version": scored.versions["lstm"],
-                "ensemble_version": scored.versions["ensemble"],
-                "kelly_version": scored.versions["kelly"],
-                "latency_ms": prediction.latency_s * 1e3,
-            },
-        )
-        return prediction
+        latency = time.perf_counter() - began
+        created = self.clock()
+        versions = scored.versions
+        predictions = []
+        for i, (symbol, bar_time) in enumerate(zip(symbols, bar_times, strict=True)):
+            prediction = Prediction(
+                id=uuid.uuid4().hex,
+                symbol=symbol,
+                bar_time=to_datetime(bar_time),
+                direction=int(fused.direction[i]),
+                probability_up=float(fused.probability_up[i]),
+                confidence=float(fused.confidence[i]),
+                lstm_probability=float(scored.p_lstm[i]),
+                ensemble_probability=float(scored.p_ensemble[i]),
+                agreement=float(fused.agreement[i]),
+                kelly_fraction=float(scored.kelly_fraction[i]),
+                versions=versions,
+                latency_s=latency,
+                close=float(windows[i, -1, CLOSE]),
+            )
+            predictions.append(prediction)
+            self._remember(prediction)
+            if self.market_now is None or prediction.bar_time > self.market_now:
+                self.market_now = prediction.bar_time
+            self.writer.put(
+                PredictionRow,
+                {
+                    "id": prediction.id,
+                    "symbol": symbol,
+                    "bar_time": prediction.bar_time,
+                    "created_at": created,
+                    "direction": prediction.direction,
+                    "probability_up": prediction.probability_up,
+                    "confidence": prediction.confidence,
+                    "lstm_probability": prediction.lstm_probability,
+                    "ensemble_probability": prediction.ensemble_probability,
+                    "agreement": prediction.agreement,
+                    "kelly_fraction": prediction.kelly_fraction,
+                    "lstm_version": versions["lstm"],
+                    "ensemble_version": versions["ensemble"],
+                    "kelly_version": versions["kelly"],
+                    "latency_ms": latency * 1e3,
+                },
+            )
+        return predictions
 
     def _remember(self, prediction: Prediction) -> None:
         with self._lock:
@@ -362,76 +380,129 @@ class DataPlane:
 
 @dataclass
 class _SymbolState:
-    times: deque[int]
-    bars: deque[FloatArray]
+    """A symbol's recent bars in a numpy buffer (the window is a slice, not a rebuild)."""
+
+    bars: FloatArray
+    count: int = 0
+    last_time: int = 0
     pending: Prediction | None = None
+
+    def append(self, bar: FloatArray, keep: int) -> None:
+        if self.count == len(self.bars):
+            # Full: keep the newest ``keep`` bars at the front and go on.
+            self.bars[:keep] = self.bars[self.count - keep : self.count]
+            self.count = keep
+        self.bars[self.count] = bar
+        self.count += 1
+
+
+@dataclass(frozen=True)
+class StreamItem:
+    symbol: str
+    time_s: int
+    bar: FloatArray
+    #: Position of the request in the stream, for error messages.
+    index: int
 
 
 @dataclass
 class StreamSession:
-    """Per-stream state: a rolling buffer of bars per symbol and each symbol's open prediction."""
+    """Per-stream state: a rolling buffer of bars per symbol and each symbol's open prediction.
+
+    Requests that arrive together (a pipelining client) are scored as one batch: the feature code
+    and each ONNX session run once for the batch, and outcomes are resolved in arrival order."""
 
     plane: DataPlane
     symbols: dict[str, _SymbolState] = field(default_factory=dict)
     #: Bars kept per symbol: enough for any window a hot-swapped model could ask for.
     capacity: int = 1024
 
-    def step(self, symbol: str, time_s: int, bar: FloatArray, index: int) -> StreamStep:
-        began = time.perf_counter()
-        plane = self.plane
-        plane.check_symbol(symbol, f"requests[{index}].symbol")
-        where = f"requests[{index}].bar"
-        if time_s <= 0:
+    def _accept(self, item: StreamItem) -> _SymbolState:
+        self.plane.check_symbol(item.symbol, f"requests[{item.index}].symbol")
+        where = f"requests[{item.index}].bar"
+        if item.time_s <= 0:
             raise InvalidArgument("time is not set", field=f"{where}.time")
         try:
-            validate_ohlcv(bar[None, :], row_labels=[where])
+            validate_ohlcv(item.bar[None, :], row_labels=[where])
         except BarError as exc:
             raise InvalidArgument(
                 exc.text, field=f"{where}.{exc.column}" if exc.column else where
             ) from None
-        state = self.symbols.get(symbol)
+        state = self.symbols.get(item.symbol)
         if state is None:
-            state = self.symbols[symbol] = _SymbolState(
-                deque(maxlen=self.capacity), deque(maxlen=self.capacity)
-            )
-        if state.times and time_s <= state.times[-1]:
+            state = self.symbols[item.symbol] = _SymbolState(np.empty((self.capacity, 5)))
+        if state.count and item.time_s <= state.last_time:
             raise InvalidArgument(
-                f"bar time {to_datetime(time_s)} is not after the previous {symbol} bar's "
-                f"{to_datetime(state.times[-1])}",
+                f"bar time {to_datetime(item.time_s)} is not after the previous {item.symbol} "
+                f"bar's {to_datetime(state.last_time)}",
                 field=f"{where}.time",
             )
-        state.times.append(time_s)
-        state.bars.append(bar)
-        bar_time = to_datetime(time_s)
-        plane.writer.put(
-            BarRow,
-            {
-                "symbol": symbol,
-                "time": bar_time,
-                "open": bar[0],
-                "high": bar[1],
-                "low": bar[2],
-                "close": bar[3],
-                "volume": bar[4],
-            },
-        )
-        resolved = None
-        if state.pending is not None:
-            previous = state.pending
-            realized = float(bar[CLOSE]) / previous.close - 1.0
-            with plane._lock:
-                if previous.id not in plane._resolved:
-                    resolved = outcome_of(previous, realized, bar_time)
-                    plane._store_outcome(resolved)
-            state.pending = None
+        return state
+
+    def step(self, item: StreamItem) -> StreamStep:
+        steps, error = self.step_many([item])
+        if error is not None:
+            raise error
+        return steps[0]
+
+    def step_many(self, items: list[StreamItem]) -> tuple[list[StreamStep], MinhosError | None]:
+        """Steps for the valid prefix of ``items``, and the error of the first invalid one."""
+        began = time.perf_counter()
+        plane = self.plane
         models = plane.models()
         need = models.bars_required
-        if len(state.bars) < need:
-            return StreamStep(symbol, bar_time, None, need - len(state.bars), resolved)
-        window = np.array([state.bars[i] for i in range(len(state.bars) - need, len(state.bars))])
-        prediction = plane._score(symbol, time_s, window, models, began)
-        state.pending = prediction
-        return StreamStep(symbol, bar_time, prediction, 0, resolved)
+        error: MinhosError | None = None
+        accepted: list[tuple[StreamItem, _SymbolState, int]] = []  # (item, state, bars missing)
+        windows: list[FloatArray] = []
+        for item in items:
+            try:
+                state = self._accept(item)
+            except MinhosError as exc:
+                error = exc
+                break
+            state.append(item.bar, need)
+            state.last_time = item.time_s
+            plane.writer.put(
+                BarRow,
+                {
+                    "symbol": item.symbol,
+                    "time": to_datetime(item.time_s),
+                    "open": item.bar[0],
+                    "high": item.bar[1],
+                    "low": item.bar[2],
+                    "close": item.bar[3],
+                    "volume": item.bar[4],
+                },
+            )
+            missing = max(0, need - state.count)
+            if not missing:
+                windows.append(state.bars[state.count - need : state.count].copy())
+            accepted.append((item, state, missing))
+        ready = [(item.symbol, item.time_s) for item, _, missing in accepted if not missing]
+        scored = (
+            plane._score_many(
+                [s for s, _ in ready], [t for _, t in ready], np.stack(windows), models, began
+            )
+            if windows
+            else []
+        )
+        predictions = iter(scored)
+        steps = []
+        for item, state, missing in accepted:
+            bar_time = to_datetime(item.time_s)
+            resolved = None
+            if state.pending is not None:
+                previous = state.pending
+                realized = float(item.bar[CLOSE]) / previous.close - 1.0
+                with plane._lock:
+                    if previous.id not in plane._resolved:
+                        resolved = outcome_of(previous, realized, bar_time)
+                        plane._store_outcome(resolved)
+                state.pending = None
+            prediction = None if missing else next(predictions)
+            state.pending = prediction
+            steps.append(StreamStep(item.symbol, bar_time, prediction, missing, resolved))
+        return steps, error
 
 
 def prediction_from_row(row: PredictionRow) -> Prediction:

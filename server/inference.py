@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from export.features import bars_required, window_features
+from export.features import bars_required, window_features_batch
 from server.calibrator import KellyComponent
 from server.config import Config
 from server.fusion import Fused, fuse
@@ -76,7 +76,7 @@ class ModelSet:
 
     def score(self, windows: FloatArray) -> Scored:
         """``windows``: (batch, bars_required, 5) OHLCV, already validated."""
-        seqs = np.stack([window_features(w, self.window) for w in windows]).astype(np.float32)
+        seqs = window_features_batch(windows, self.window).astype(np.float32)
         p_lstm = np.asarray(
             self._lstm.run([LSTM_OUTPUT], {INPUT: seqs})[0], dtype=np.float64
         ).reshape(-1)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
     from server.retraining import Retraining
 
 log = logging.getLogger("minhos.rpc")
+
+#: Most stream requests scored together.
+MAX_STREAM_BATCH = 64
 
 CODES: dict[type[MinhosError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -115,23 +120,51 @@ class InferenceServicer(Base, inference_pb2_grpc.InferenceServiceServicer):
     def PredictStream(
         self, request_iterator: Iterator[inference_pb2.StreamRequest], context: grpc.ServicerContext
     ) -> Iterator[inference_pb2.StreamResponse]:
+        # A reader thread drains the request stream so that requests which arrived together can
+        # be scored as one batch (a pipelining client gets throughput, a live feed gets latency).
+        inbox: queue.SimpleQueue[inference_pb2.StreamRequest | None] = queue.SimpleQueue()
+
+        def read() -> None:
+            try:
+                for request in request_iterator:
+                    inbox.put(request)
+            except Exception:
+                pass
+            inbox.put(None)
+
+        threading.Thread(target=read, name="minhos-stream-reader", daemon=True).start()
         session = self.plane.stream()
-        for index, request in enumerate(request_iterator):
+        index = 0
+        while True:
+            batch = [inbox.get()]
+            while batch[-1] is not None and len(batch) < MAX_STREAM_BATCH:
+                try:
+                    batch.append(inbox.get_nowait())
+                except queue.Empty:
+                    break
+            requests = [r for r in batch if r is not None]
             began = time.perf_counter()
             try:
-                time_s, bar = convert.bar_in(request.bar)
-                step = session.step(request.symbol, time_s, bar, index)
+                items = [convert.stream_item(r, index + i) for i, r in enumerate(requests)]
+                steps, error = session.step_many(items)
             except Exception as exc:
                 self._abort(context, "PredictStream", exc, began)
                 return
-            self._done("PredictStream", grpc.StatusCode.OK, began)
-            yield inference_pb2.StreamResponse(
-                symbol=step.symbol,
-                bar_time=convert.timestamp(step.bar_time),
-                prediction=convert.prediction_out(step.prediction) if step.prediction else None,
-                bars_needed=step.bars_needed,
-                resolved=convert.outcome_out(step.resolved) if step.resolved else None,
-            )
+            index += len(steps)
+            for step in steps:
+                self._done("PredictStream", grpc.StatusCode.OK, began)
+                yield inference_pb2.StreamResponse(
+                    symbol=step.symbol,
+                    bar_time=convert.timestamp(step.bar_time),
+                    prediction=convert.prediction_out(step.prediction) if step.prediction else None,
+                    bars_needed=step.bars_needed,
+                    resolved=convert.outcome_out(step.resolved) if step.resolved else None,
+                )
+            if error is not None:
+                self._abort(context, "PredictStream", error, began)
+                return
+            if batch[-1] is None:
+                return
 
     @rpc("RecordOutcome")
     def RecordOutcome(
