@@ -16,13 +16,22 @@ from typing import Any
 
 import grpc
 import plotly.graph_objects as go
-from dash import ALL, Dash, Input, Output, State, ctx, dash_table, dcc, html
+from dash import ALL, Dash, Input, Output, State, ctx, dcc, html
 
 from clients.client import DEFAULT_TARGET, MinhosClient
 from minhos.v1 import calibration_pb2, common_pb2, monitoring_pb2, retrain_pb2
 
-# dash_table ships without type information for its generated components.
-DataTable: Any = dash_table.DataTable  # type: ignore[attr-defined]
+
+def _table(
+    id: str, columns: list[dict[str, str]], data: list[dict[str, Any]], **_: Any
+) -> html.Table:
+    """A plain HTML table (dash_table.DataTable is deprecated in Dash 4 and would pull a grid
+    library for what is a read-only listing)."""
+    names = [c["id"] for c in columns]
+    head = html.Thead(html.Tr([html.Th(c["name"]) for c in columns]))
+    body = html.Tbody([html.Tr([html.Td(str(row.get(n, ""))) for n in names]) for row in data])
+    return html.Table([head, body], id=id, className="listing")
+
 
 REFRESH_MS = 5000
 
@@ -63,7 +72,7 @@ def health_panel(reply: monitoring_pb2.GetHealthResponse) -> list[Any]:
         ],
         className="cards",
     )
-    components = DataTable(
+    components = _table(
         id="components-table",
         columns=[{"name": n, "id": n} for n in ("component", "score", "status", "detail")],
         data=[
@@ -198,7 +207,7 @@ def predictions_figure(client: MinhosClient) -> go.Figure:
 
 
 def versions_table(versions: Sequence[common_pb2.ModelVersion]) -> Any:
-    return DataTable(
+    return _table(
         id="versions-table",
         columns=[
             {"name": n, "id": n}
@@ -221,7 +230,7 @@ def versions_table(versions: Sequence[common_pb2.ModelVersion]) -> Any:
 
 
 def jobs_table(jobs: Sequence[retrain_pb2.Job]) -> Any:
-    return DataTable(
+    return _table(
         id="jobs-table",
         columns=[
             {"name": n, "id": n}
@@ -263,6 +272,8 @@ body { font-family: sans-serif; margin: 16px; background: #fafafa; }
 .sev-critical { color: white; background: #b00020; } .sev-error { color: #b00020; }
 .sev-warning { color: #b36b00; } .sev-info { color: #1565c0; }
 .errors { color: #b00020; }
+.listing { border-collapse: collapse; font-size: 13px; background: white; }
+.listing th, .listing td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
 .row { display: flex; gap: 16px; flex-wrap: wrap; } .row > div { flex: 1; min-width: 420px; }
 """
 

@@ -47,9 +47,20 @@ def dashboard(client: MinhosClient) -> Iterator[str]:
 def test_dashboard_shows_health_and_acts(trained: Trained, sp500: MarketData) -> None:
     with running(trained.config()) as (srv, client):
         start = live_index(sp500)
-        replay(client, "SPX", sp500.times[: start + 150], sp500.ohlcv[: start + 150], start_index=start, progress=False)
+        replay(
+            client,
+            "SPX",
+            sp500.times[: start + 150],
+            sp500.ohlcv[: start + 150],
+            start_index=start,
+            progress=False,
+        )
         srv.writer.flush()
-        alert = srv.monitor.record(AlertCandidate("high_error_rate", "critical", "server", "injected for the test", 0.2, 0.05))
+        alert = srv.monitor.record(
+            AlertCandidate(
+                "high_error_rate", "critical", "server", "injected for the test", 0.2, 0.05
+            )
+        )
         assert alert is not None
         with dashboard(client) as url, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -62,10 +73,15 @@ def test_dashboard_shows_health_and_acts(trained: Trained, sp500: MarketData) ->
             expect(page.locator("#versions-table")).to_contain_text("deployed")
             expect(page.locator("#alerts-table")).to_contain_text("injected for the test")
             page.locator(f"[id*='{alert.id}']").first.click()
-            expect(page.locator("#alerts")).not_to_contain_text("injected for the test", timeout=10_000)
-            assert srv.monitor.alerts(include_acknowledged=True)[0].acknowledged
+            expect(page.locator("#alerts")).not_to_contain_text(
+                "injected for the test", timeout=10_000
+            )
+            stored = {a.id: a for a in srv.monitor.alerts(include_acknowledged=True)}
+            assert stored[alert.id].acknowledged and stored[alert.id].acknowledged_by == "dashboard"
             page.get_by_text("Retrain kelly").click()
-            expect(page.locator("#retrain-result")).to_contain_text("kelly: queued job", timeout=10_000)
+            expect(page.locator("#retrain-result")).to_contain_text(
+                "kelly: queued job", timeout=10_000
+            )
             expect(page.locator("#jobs-table")).to_contain_text("kelly", timeout=10_000)
             expect(page.locator("#errors")).to_be_empty()
             browser.close()
