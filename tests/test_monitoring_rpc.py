@@ -50,7 +50,11 @@ def test_health_and_calibration_after_a_replay(
         assert 0 <= health.health_score <= 100
         assert health.status != monitoring_pb2.HEALTH_STATUS_UNSPECIFIED
         components = {c.component for c in health.components}
-        assert {common_pb2.COMPONENT_LSTM, common_pb2.COMPONENT_ENSEMBLE, common_pb2.COMPONENT_FUSION} <= components
+        assert {
+            common_pb2.COMPONENT_LSTM,
+            common_pb2.COMPONENT_ENSEMBLE,
+            common_pb2.COMPONENT_FUSION,
+        } <= components
         assert health.last_n_metrics.predictions == 100 and health.last_n_metrics.resolved >= 99
         assert 0.3 < health.last_n_metrics.accuracy < 0.7
         assert health.as_of.ToDatetime() == sp500.times[live_index(sp500) + 299].astype(object)
@@ -67,7 +71,9 @@ def test_health_and_calibration_after_a_replay(
         assert 0 <= fused.ece <= fused.mce <= 1 and 0 <= fused.brier <= 1
         assert fused.recommendations
         mass = client.calibration(
-            source=calibration_pb2.PROBABILITY_SOURCE_LSTM, bins=5, binning=calibration_pb2.BINNING_EQUAL_MASS
+            source=calibration_pb2.PROBABILITY_SOURCE_LSTM,
+            bins=5,
+            binning=calibration_pb2.BINNING_EQUAL_MASS,
         )
         assert len(mass) == 1 and len(mass[0].bins) <= 5
         with pytest.raises(grpc.RpcError) as info:
@@ -81,7 +87,9 @@ def test_health_and_calibration_after_a_replay(
         # Alerts: a raised one can be acknowledged once and then leaves the active list.
         from server.alerts import AlertCandidate
 
-        srv.monitor.record(AlertCandidate("high_error_rate", "critical", "server", "test alert", 0.2, 0.05))
+        srv.monitor.record(
+            AlertCandidate("high_error_rate", "critical", "server", "test alert", 0.2, 0.05)
+        )
         alerts = client.alerts()
         assert alerts and alerts[0].severity == monitoring_pb2.SEVERITY_CRITICAL
         acked = client.acknowledge(alerts[0].id, by="tester")

@@ -27,7 +27,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_server_process_drains_on_sigterm_without_torch(trained: Trained, sp500: MarketData) -> None:
+def test_server_process_drains_on_sigterm_without_torch(
+    trained: Trained, sp500: MarketData
+) -> None:
     port = _free_port()
     env = {
         **os.environ,
@@ -41,7 +43,10 @@ def test_server_process_drains_on_sigterm_without_torch(trained: Trained, sp500:
     }
     began = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "server.main"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "server.main"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
