@@ -78,7 +78,11 @@ def cmd_health(client: MinhosClient, args: argparse.Namespace) -> None:
         print(f"  {comp:10} {c.score:5.1f} {st:10} {c.detail}")
     for t in reply.trends:
         direction = _enum(monitoring_pb2.TrendDirection.Name(t.direction), "TREND_DIRECTION_")
-        print(f"  trend {t.metric}: {direction} (slope {t.slope:+.2e}, now {_fmt(t.current)})")
+        component = _enum(common_pb2.Component.Name(t.component), "COMPONENT_")
+        print(
+            f"  trend {component:<9} {t.metric}: {direction} "
+            f"(slope {t.slope:+.2e}, now {_fmt(t.current)})"
+        )
     _print_alerts(list(reply.active_alerts))
 
 

@@ -47,7 +47,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
     parser.add_argument("--limit", type=int, default=0, help="replay at most this many bars")
-    parser.add_argument("--speed", type=float, default=0.0, help="bars per second (0: max)")
+    # 50 bars/s: six years of daily bars in about 30 s, slow enough for the server's periodic
+    # health evaluation and retraining schedules (market time) to act during the replay.
+    parser.add_argument("--speed", type=float, default=50.0, help="bars per second (0: max)")
     parser.add_argument("--no-dashboard", action="store_true", help="stop after the replay")
     parser.add_argument("--dashboard-port", type=int, default=8050)
     args = parser.parse_args(argv)
@@ -80,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.main(["--target", target, "health"])
         print("\n== calibration", flush=True)
         cli.main(["--target", target, "calibration"])
+        print("\n== retraining jobs (queued on market-time schedules during the replay)", flush=True)
+        cli.main(["--target", target, "jobs"])
         print("\n== models", flush=True)
         cli.main(["--target", target, "models"])
         if args.no_dashboard:
