@@ -156,6 +156,37 @@ class RetrainConfig:
     job_timeout_s: float = 900.0
     #: A newly deployed model is rolled back if it degrades within this many resolved outcomes.
     probation_outcomes: int = 50
+    #: The challenger must also beat the champion's Brier score by at least this much.
+    min_brier_improvement: float = 0.0
+    #: Last labelled bars of the data window held out for the champion/challenger gate (never
+    #: trained on), and the validation bars before them (early stopping, Kelly fallback fit).
+    holdout_bars: int = 250
+    validation_bars: int = 500
+    #: Training settings of retraining jobs (the LSTM window is read from the deployed LSTM).
+    seed: int = 7
+    lstm_epochs: int = 30
+    lstm_hidden: int = 32
+    lstm_patience: int = 5
+    ensemble_trees: int = 200
+    ensemble_boosting_iterations: int = 100
+    #: Calibrator of retrained Kelly components: "platt", "isotonic" or "identity".
+    calibrator: str = "platt"
+    #: Resolved outcomes needed to fit the Kelly component on them (else: validation span).
+    kelly_min_outcomes: int = 200
+    #: History the data window starts from: an OHLCV CSV, or "" for the built-in S&P 500.
+    history_csv: str = ""
+    #: Symbol whose stored bars extend the history; "" for the history's own symbol.
+    symbol: str = ""
+    #: A degradation trigger for a kind is ignored this long after its previous one (days, same
+    #: clock as the schedules), so a detector that stays high does not queue job after job.
+    degradation_cooldown_days: float = 7.0
+    #: Probation: one-sided z below which the new version's accuracy counts as significantly
+    #: worse than its champion's validation accuracy (checked once probation_outcomes resolve).
+    probation_z: float = 2.33
+    #: Torch/BLAS threads of the worker; 1 leaves the other core to serving.
+    worker_threads: int = 1
+    #: How often the coordinator prunes expired backups (wall seconds).
+    prune_interval_s: float = 3600.0
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,8 @@ class JobRow(BaseModel):
     gate_metrics = pw.TextField(default="[]")  # JSON list of {name, champion, challenger}
     failure_reason = pw.TextField(default="")
     log = pw.TextField(default="")
+    #: Market time the job was queued at: the worker uses no bar after it (None: live, wall time).
+    market_time = pw.DateTimeField(null=True)
 
 
 TABLES: list[type[BaseModel]] = [

@@ -1,0 +1,204 @@
+"""Retraining jobs in the database (JobRow): queueing with merging, state transitions, log lines,
+gate metrics. Both the server's coordinator and the worker process write here, always through
+targeted UPDATEs of the fields they own so that neither overwrites the other's."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import peewee as pw
+
+from server.db import JobRow, database
+from server.errors import InvalidArgument, NotFound
+from server.registry import KINDS
+from server.retrain_rules import ACTIVE_STATES, merge_target
+
+TRIGGERS = ("schedule", "degradation", "manual")
+FINAL_STATES = ("deployed", "rejected", "failed", "rolled_back")
+#: Allowed predecessors of each state.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "running": ("queued", "running"),
+    "validating": ("running",),
+    "deployed": ("validating",),
+    "rejected": ("running", "validating"),
+    "failed": ("queued", "running", "validating"),
+    "rolled_back": ("deployed",),
+}
+
+
+def write_transaction() -> Any:
+    """A transaction that takes the write lock up front. A SQLite transaction that reads first and
+    writes later fails at once ("database is locked", no busy wait) if another connection - the
+    server's batched writer - committed in between; BEGIN IMMEDIATE waits for the lock instead."""
+    if isinstance(database.obj, pw.SqliteDatabase):
+        return database.atomic(lock_type="IMMEDIATE")
+    return database.atomic()
+
+
+def _line(now: datetime, text: str) -> str:
+    return f"{now:%Y-%m-%dT%H:%M:%S}Z {text}\n"
+
+
+def enqueue(
+    kind: str, trigger: str, note: str, market_time: datetime | None, now: datetime
+) -> tuple[JobRow, bool]:
+    """A new queued job, or the kind's active job with the trigger noted on it (merged=True)."""
+    if kind not in KINDS:
+        raise InvalidArgument(f"{kind!r} is not one of {', '.join(KINDS)}", field="kind")
+    if trigger not in TRIGGERS:
+        raise InvalidArgument(f"{trigger!r} is not one of {', '.join(TRIGGERS)}", field="reason")
+    with write_transaction():
+        rows = list(
+            JobRow.select(JobRow.id, JobRow.state)
+            .where((JobRow.kind == kind) & JobRow.state.in_(ACTIVE_STATES))
+            .order_by(JobRow.queued_at)
+        )
+        target = merge_target([(r.id, r.state) for r in rows])
+        if target is not None:
+            merged = f"merged {trigger} trigger" + (f": {note}" if note else "")
+            current = get(target).note
+            set_fields(target, note=f"{current}\n{merged}" if current else merged)
+            append_log(target, merged, now)
+            return get(target), True
+        job_id = uuid.uuid4().hex
+        JobRow.create(
+            id=job_id,
+            kind=kind,
+            state="queued",
+            trigger=trigger,
+            note=note,
+            queued_at=now,
+            market_time=market_time,
+            log=_line(
+                now,
+                f"queued by {trigger}" + (f" at market time {market_time}" if market_time else ""),
+            ),
+        )
+    return get(job_id), False
+
+
+def get(job_id: str) -> JobRow:
+    row = JobRow.get_or_none(JobRow.id == job_id)
+    if row is None:
+        raise NotFound(f"no job {job_id!r}", field="job_id")
+    return row
+
+
+def list_jobs(kind: str | None = None, state: str | None = None, limit: int = 100) -> list[JobRow]:
+    """Newest first."""
+    query = JobRow.select()
+    if kind:
+        query = query.where(JobRow.kind == kind)
+    if state:
+        query = query.where(JobRow.state == state)
+    return list(query.order_by(JobRow.queued_at.desc(), JobRow.id.desc()).limit(max(limit, 1)))
+
+
+def next_queued() -> JobRow | None:
+    row: JobRow | None = (
+        JobRow.select().where(JobRow.state == "queued").order_by(JobRow.queued_at).first()
+    )
+    return row
+
+
+def latest(kind: str, trigger: str | None = None, market: bool = False) -> JobRow | None:
+    """The kind's most recent job (of ``trigger``), by market time when ``market`` (jobs queued
+    without a market time are skipped) else by wall time."""
+    query = JobRow.select().where(JobRow.kind == kind)
+    if trigger:
+        query = query.where(JobRow.trigger == trigger)
+    if market:
+        query = query.where(JobRow.market_time.is_null(False)).order_by(JobRow.market_time.desc())
+    else:
+        query = query.order_by(JobRow.queued_at.desc())
+    row: JobRow | None = query.first()
+    return row
+
+
+def transition(
+    job_id: str,
+    state: str,
+    now: datetime,
+    *,
+    reason: str = "",
+    message: str = "",
+    fields: Mapping[str, object] | None = None,
+) -> bool:
+    """Moves the job to ``state`` if its current state allows it; False (nothing written) if not."""
+    values: dict[str, object] = {"state": state, **(fields or {})}
+    if state == "running":  # the coordinator starts the job, the worker confirms it
+        values.setdefault("started_at", pw.fn.COALESCE(JobRow.started_at, now))
+    if state in FINAL_STATES:
+        values["finished_at"] = now
+    if reason:
+        values["failure_reason"] = reason
+    with database.atomic():
+        updated = (
+            JobRow.update(**values)
+            .where((JobRow.id == job_id) & JobRow.state.in_(TRANSITIONS[state]))
+            .execute()
+        )
+        if updated:
+            text = message or (f"{state}: {reason}" if reason else state)
+            append_log(job_id, text, now)
+    return bool(updated)
+
+
+def set_fields(job_id: str, **fields: object) -> None:
+    JobRow.update(**fields).where(JobRow.id == job_id).execute()
+
+
+def append_log(job_id: str, text: str, now: datetime) -> None:
+    JobRow.update(log=JobRow.log.concat(_line(now, text))).where(JobRow.id == job_id).execute()
+
+
+def set_gate_metrics(job_id: str, metrics: Sequence[Mapping[str, float | str]]) -> None:
+    set_fields(job_id, gate_metrics=json.dumps(list(metrics)))
+
+
+def record_rollback(
+    kind: str,
+    deployed: str,
+    replaced: str,
+    reason: str,
+    trigger: str,
+    now: datetime,
+    market_time: datetime | None,
+) -> JobRow:
+    """Marks the job that deployed ``replaced`` rolled back; without such a job (the first
+    training deployed it), a rolled-back job row records the rollback."""
+    text = f"rolled back to {deployed}" + (f": {reason}" if reason else "")
+    source = (
+        JobRow.select()
+        .where(
+            (JobRow.kind == kind)
+            & (JobRow.challenger_version == replaced)
+            & (JobRow.state == "deployed")
+        )
+        .first()
+    )
+    if source is not None and transition(
+        source.id, "rolled_back", now, reason=reason or "rolled back", message=text
+    ):
+        return get(source.id)
+    job_id = uuid.uuid4().hex
+    JobRow.create(
+        id=job_id,
+        kind=kind,
+        state="rolled_back",
+        trigger=trigger,
+        note=reason,
+        queued_at=now,
+        started_at=now,
+        finished_at=now,
+        champion_version=replaced,
+        challenger_version=deployed,
+        failure_reason=reason or "rolled back",
+        market_time=market_time,
+        log=_line(now, text),
+    )
+    return get(job_id)
