@@ -82,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.main(["--target", target, "health"])
         print("\n== calibration", flush=True)
         cli.main(["--target", target, "calibration"])
-        print("\n== retraining jobs (queued on market-time schedules during the replay)", flush=True)
+        print(
+            "\n== retraining jobs (queued on market-time schedules during the replay)", flush=True
+        )
         cli.main(["--target", target, "jobs"])
         print("\n== models", flush=True)
         cli.main(["--target", target, "models"])

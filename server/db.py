@@ -152,6 +152,29 @@ TABLES: list[type[BaseModel]] = [
 ]
 
 
+def write_transaction() -> Any:
+    """A transaction that takes the write lock up front. A SQLite transaction that reads first and
+    writes later fails at once ("database is locked", no busy wait) if another connection - the
+    server's batched writer - committed in between; BEGIN IMMEDIATE waits for the lock instead."""
+    if isinstance(database.obj, pw.SqliteDatabase):
+        return database.atomic(lock_type="IMMEDIATE")
+    return database.atomic()
+
+
+def _add_missing_columns(db: pw.Database) -> None:
+    """Adds nullable columns that a newer schema declares and an older database lacks (the one kind
+    of migration this schema has needed); anything else is left to a real migration."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    migrator = SchemaMigrator.from_database(db)
+    for table in TABLES:
+        name = table._meta.table_name
+        present = {c.name for c in db.get_columns(name)}
+        missing = [f for f in table._meta.sorted_fields if f.column_name not in present]
+        if missing and all(f.null for f in missing):
+            migrate(*(migrator.add_column(name, f.column_name, f) for f in missing))
+
+
 def open_database(url: str) -> pw.Database:
     """Connects the proxy to ``url`` and creates missing tables. Idempotent."""
     kwargs: dict[str, Any] = {}
@@ -171,6 +194,7 @@ def open_database(url: str) -> pw.Database:
     database.initialize(db)
     db.connect(reuse_if_open=True)
     db.create_tables(TABLES, safe=True)
+    _add_missing_columns(db)
     return db
 
 

@@ -8,11 +8,10 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 import peewee as pw
 
-from server.db import JobRow, database
+from server.db import JobRow, database, write_transaction
 from server.errors import InvalidArgument, NotFound
 from server.registry import KINDS
 from server.retrain_rules import ACTIVE_STATES, merge_target
@@ -28,15 +27,6 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "failed": ("queued", "running", "validating"),
     "rolled_back": ("deployed",),
 }
-
-
-def write_transaction() -> Any:
-    """A transaction that takes the write lock up front. A SQLite transaction that reads first and
-    writes later fails at once ("database is locked", no busy wait) if another connection - the
-    server's batched writer - committed in between; BEGIN IMMEDIATE waits for the lock instead."""
-    if isinstance(database.obj, pw.SqliteDatabase):
-        return database.atomic(lock_type="IMMEDIATE")
-    return database.atomic()
 
 
 def _line(now: datetime, text: str) -> str:

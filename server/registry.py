@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.db import ModelVersionRow, database, utcnow
+from server.db import ModelVersionRow, utcnow, write_transaction
 
 KINDS = ("lstm", "ensemble", "kelly")
 STAGES = ("candidate", "deployed", "backup", "rejected", "retired")
@@ -132,7 +132,7 @@ class ModelRepository:
         (staging / file).write_bytes(payload)
         (staging / MANIFEST).write_text(manifest.to_json())
         staging.rename(target)
-        with database.atomic():
+        with write_transaction():
             ModelVersionRow.create(
                 kind=kind,
                 version=version,
@@ -174,7 +174,7 @@ class ModelRepository:
     def deploy(self, kind: str, version: str) -> None:
         """Marks ``version`` deployed and the previously deployed one a backup, atomically."""
         _check_kind(kind)
-        with database.atomic():
+        with write_transaction():
             row = ModelVersionRow.get_or_none(
                 (ModelVersionRow.kind == kind) & (ModelVersionRow.version == version)
             )

@@ -44,6 +44,7 @@ from server.db import (
     close_database,
     open_database,
     utcnow,
+    write_transaction,
 )
 from server.fusion import fuse
 from server.registry import IntegrityError, ModelRepository, RegistryError
@@ -390,7 +391,7 @@ def conclude(
         repository.set_stage(kind, challenger, "rejected")
         jobs.transition(job_id, "rejected", now, reason=result.reason)
         return "rejected"
-    with jobs.write_transaction():
+    with write_transaction():
         # Deploy only if the job is still ours to finish (the coordinator may have failed it).
         if not jobs.transition(job_id, "deployed", now, message=f"deployed: {result.reason}"):
             repository.set_stage(kind, challenger, "rejected")

@@ -25,7 +25,14 @@ from typing import IO, cast
 from server import jobs
 from server.alerts import AlertCandidate, Severity
 from server.config import Config
-from server.db import JobRow, ModelVersionRow, OutcomeRow, PredictionRow, utcnow
+from server.db import (
+    JobRow,
+    ModelVersionRow,
+    OutcomeRow,
+    PredictionRow,
+    utcnow,
+    write_transaction,
+)
 from server.degradation import CusumParams
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.registry import KINDS, Manifest, ModelRepository, RegistryError
@@ -404,7 +411,7 @@ class Retraining:
     ) -> tuple[ModelVersionRow, ModelVersionRow]:
         if kind not in KINDS:
             raise InvalidArgument(f"{kind!r} is not one of {', '.join(KINDS)}", field="kind")
-        with self._lock, jobs.write_transaction():
+        with self._lock, write_transaction():
             current = (
                 ModelVersionRow.select()
                 .where((ModelVersionRow.kind == kind) & (ModelVersionRow.stage == "deployed"))

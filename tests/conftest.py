@@ -5,6 +5,7 @@ Tests that change the registry work on a copy (``repository``), so they cannot d
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,7 +52,11 @@ class Trained:
             fusion=base.fusion,
             kelly=base.kelly,
             monitoring=base.monitoring,
-            retrain=base.retrain,
+            # Schedules off: a test replaying years of bars must not start training jobs unless it
+            # asks for them (tests/test_retraining.py does).
+            retrain=dataclasses.replace(
+                base.retrain, lstm_every_days=0.0, ensemble_every_days=0.0, kelly_every_days=0.0
+            ),
         )
 
 

@@ -35,7 +35,7 @@ def test_bench_runs_every_measurement(trained: Trained) -> None:
     assert "0 errors" in timed[1].note
     assert all(math.isfinite(v) and v > 0 for v in report.ratios.values())
     checks = {c.name: c for c in report.checks}
-    assert len(checks) == 6
+    assert len(checks) == 7
     assert checks["no torch / sklearn in the serving process"].ok
     text = format_report(report)
     assert "PASS" in text or "FAIL" in text

@@ -4,10 +4,10 @@ streaming with outcome resolution, bad input, auth, health, reflection, metrics,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -181,6 +181,7 @@ def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving(
         assert code == grpc.StatusCode.INVALID_ARGUMENT and text.startswith(
             "requests[2].bar.close"
         ), text
+
         # A client deadline ends the call as DEADLINE_EXCEEDED: a stream whose client stalls past it.
         def stalled() -> Iterator[common_pb2.Bar]:
             yield bars[0]
