@@ -29,7 +29,9 @@ def test_missing_nullable_column_is_added(tmp_path: Path) -> None:
         open_database(url)
         old = JobRow.get_by_id("a")
         assert old.state == "deployed" and old.market_time is None  # kept, and readable
-        JobRow.create(id="b", kind="kelly", state="queued", trigger="schedule", market_time=utcnow())
+        JobRow.create(
+            id="b", kind="kelly", state="queued", trigger="schedule", market_time=utcnow()
+        )
         assert JobRow.get_by_id("b").market_time is not None
     finally:
         close_database()
