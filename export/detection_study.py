@@ -17,6 +17,7 @@ default "relative" profile (Bernoulli CUSUM against the model's validation accur
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -58,6 +59,59 @@ def _row(name: str, alarms: Mapping[Severity, int | None], change_at: int) -> st
     return f"{name:<34}" + "".join(f"{cell(alarms[s]):>10}" for s in SEVERITIES)
 
 
+def replay_alerts(test_start: str, every: int) -> Counter[tuple[str, str]]:
+    """Streams the test span through a real server (in process, on a scratch copy of the database,
+    retraining off), then evaluates the monitor as of every ``every``-th bar, as the server's
+    periodic evaluation would live, and counts the alerts raised by (kind, severity)."""
+    import dataclasses
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from clients.client import MinhosClient
+    from clients.replay import replay
+    from server.app import MinhosServer
+    from server.db import AlertRow, PredictionRow, close_database
+
+    config = load_config()
+    source = config.storage.database_url.removeprefix("sqlite:///")
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "study.db"
+        shutil.copy(source, copy)
+        study = dataclasses.replace(
+            config,
+            server=dataclasses.replace(
+                config.server, port=0, metrics_port=0, reload_interval_s=3600
+            ),
+            storage=dataclasses.replace(config.storage, database_url=f"sqlite:///{copy}"),
+            retrain=dataclasses.replace(config.retrain, enabled=False),
+        )
+        close_database()
+        server = MinhosServer(study).start()
+        try:
+            data = load_sp500()
+            start = int(data.times.searchsorted(np.datetime64(test_start)))
+            with MinhosClient(f"127.0.0.1:{server.port}") as client:
+                replay(
+                    client, data.symbol, data.times, data.ohlcv, start_index=start, progress=False
+                )
+            server.writer.flush()
+            times = [
+                r.bar_time
+                for r in PredictionRow.select(PredictionRow.bar_time).order_by(
+                    PredictionRow.bar_time
+                )
+            ]
+            for now in times[every::every]:
+                server.monitor.evaluate(now=now)
+            return Counter(
+                (row.kind, {1: "info", 2: "warning", 3: "error", 4: "critical"}[row.severity])
+                for row in AlertRow.select()
+            )
+        finally:
+            server.stop(grace=1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="detection-study", description=__doc__)
     parser.add_argument("--test-start", default="2013-01-01")
@@ -65,6 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--change-at", type=int, default=300, help="bar of the test span where degradation starts"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--replay-every",
+        type=int,
+        default=5,
+        help="evaluate the live monitor every N bars (0: skip)",
+    )
     args = parser.parse_args(argv)
     config = load_config()
     open_database(config.storage.database_url)
@@ -116,6 +176,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 change,
             )
         )
+    if args.replay_every:
+        counts = replay_alerts(args.test_start, args.replay_every)
+        print()
+        print(
+            f"alerts from the live monitor over a replay of the healthy test span "
+            f"(evaluated every {args.replay_every} bars):"
+        )
+        for (kind, severity), n in sorted(counts.items()):
+            print(f"  {kind:<18} {severity:<9} {n}")
+        above = sum(n for (_, sev), n in counts.items() if sev != "info")
+        print(f"  above info: {above}")
     return 0
 
 

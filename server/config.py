@@ -124,6 +124,9 @@ class MonitoringConfig:
     calibration_min_samples: int = 50
     #: Calibration: ECE above this is reported as out of tolerance.
     calibration_max_ece: float = 0.05
+    #: Resolved outcomes the miscalibration alert is judged on: with 100, a perfectly calibrated
+    #: model shows an ECE near 0.05 by chance alone; with 500, about 0.02.
+    calibration_alert_last_n: int = 500
     #: Calibration: a bin is flagged over/under-confident only with this many predictions ...
     calibration_min_bin_count: int = 20
     #: ... and a binomial |z| of its gap at least this large.

@@ -486,6 +486,11 @@ class Monitor:
         def ladder(score: float) -> Severity | None:
             if math.isnan(score) or score >= warn:
                 return None
+            if cfg.profile != "fixed":
+                # A sliding-window z, re-tested at every evaluation, dips below any fixed level
+                # by chance; in the relative profile it is information, and the CUSUM (below)
+                # is the rule that warns.
+                return "info"
             return "error" if score < crit else "warning"
 
         for c in report.components:
@@ -601,14 +606,17 @@ class Monitor:
                 )
             )
         calib = self.calibration(
-            "fused", now=now, last_n=max(cfg.last_n, cfg.calibration_min_samples)
+            "fused", now=now, last_n=max(cfg.calibration_alert_last_n, cfg.calibration_min_samples)
         )
         if calib.miscalibrations and not any(c.kind == "miscalibration" for c in out):
             worst = max(calib.miscalibrations, key=lambda m: abs(m.z))
+            # One significant bin among repeated evaluations is a hint; it warns only when the
+            # calibration error as a whole is out of tolerance too.
+            level: Severity = "warning" if calib.ece > cfg.calibration_max_ece else "info"
             out.append(
                 AlertCandidate(
                     "miscalibration",
-                    "warning",
+                    level,
                     "fusion",
                     f"fused {worst.kind}: {worst.evidence}",
                     worst.gap,
@@ -628,9 +636,12 @@ class Monitor:
             return False
         cooldown = timedelta(minutes=self.config.alert_cooldown_minutes)
         last_sev = RANK_SEVERITY.get(int(last.severity), "info")
+        # Both clocks must have moved on: market time alone lets a replay of daily bars raise the
+        # same alert every bar, and wall time alone would let a live feed's bars pile up silently.
+        wall = in_cooldown(c.severity, self.wall_clock(), last_sev, last.raised_at, cooldown)
         if last.market_time is not None:
-            return in_cooldown(c.severity, now, last_sev, last.market_time, cooldown)
-        return in_cooldown(c.severity, self.wall_clock(), last_sev, last.raised_at, cooldown)
+            return wall or in_cooldown(c.severity, now, last_sev, last.market_time, cooldown)
+        return wall
 
     def evaluate(self, now: datetime | None = None) -> list[Alert]:
         """Computes health, records metric snapshots, raises and routes new alerts."""
