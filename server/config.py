@@ -79,8 +79,6 @@ class KellyConfig:
     fraction: float = 0.5
     #: Largest fraction of capital committed to one prediction.
     cap: float = 0.25
-    #: Resolved outcomes needed before the payoff ratio is estimated from them.
-    min_outcomes_for_payoff: int = 30
     #: Payoff ratio b assumed until enough outcomes are resolved.
     default_payoff_ratio: float = 1.0
 
