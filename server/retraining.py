@@ -174,7 +174,8 @@ class Retraining:
             if worker.process.poll() is None:
                 worker.process.kill()
                 worker.process.wait()
-                self._fail(worker, "server shutting down")
+                # An operator stopping the server is not a failure of the job's code: info.
+                self._fail(worker, "server shutting down", severity="info")
             else:
                 self._finish(worker)
 
@@ -257,15 +258,16 @@ class Retraining:
             row = jobs.get(worker.job_id)
         self._alert_final(row)
 
-    def _fail(self, worker: _Worker, reason: str) -> None:
+    def _fail(self, worker: _Worker, reason: str, severity: Severity | None = None) -> None:
         worker.stderr_tail()
         jobs.transition(worker.job_id, "failed", self.clock(), reason=reason)
-        self._alert_final(jobs.get(worker.job_id))
+        self._alert_final(jobs.get(worker.job_id), severity)
 
-    def _alert_final(self, row: JobRow) -> None:
-        severity: Severity = {"deployed": "info", "rejected": "warning"}.get(  # type: ignore[assignment]
-            row.state, "error"
-        )
+    def _alert_final(self, row: JobRow, severity: Severity | None = None) -> None:
+        # A rejected challenger is the gate working (the champion serves on): info. A job that
+        # crashed or hung is an error someone should read.
+        if severity is None:
+            severity = "info" if row.state in ("deployed", "rejected") else "error"
         detail = row.failure_reason or row.challenger_version
         self._alert(
             AlertCandidate(
