@@ -37,7 +37,8 @@ def _first(mask: npt.NDArray[np.bool_]) -> tuple[int, int] | None:
     return int(row), int(col)
 
 
-def _all_valid(ohlcv: FloatArray, times: npt.NDArray[np.datetime64] | None) -> bool:
+def all_valid(ohlcv: FloatArray, times: npt.NDArray[np.datetime64] | None = None) -> bool:
+    """True when :func:`validate_ohlcv` would pass: a few vector operations, no diagnosis."""
     with np.errstate(invalid="ignore"):  # NaN compares False, which is what we want here
         o, h, lo, c, v = ohlcv.T
         ok = bool(
@@ -71,7 +72,7 @@ def validate_ohlcv(
 
     if ohlcv.ndim != 2 or ohlcv.shape[1] != len(COLUMNS):
         raise BarError(f"expected an (n, 5) array of {', '.join(COLUMNS)}; got shape {ohlcv.shape}")
-    if _all_valid(ohlcv, times):
+    if all_valid(ohlcv, times):
         return  # the common case, in a handful of vector operations; diagnose only on failure
     bad = _first(~np.isfinite(ohlcv))
     if bad is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from export.bars import CLOSE, BarError, validate_ohlcv
+from export.bars import CLOSE, BarError, all_valid, validate_ohlcv
 from export.features import FEATURE_NAMES
 from server.config import Config
 from server.db import (
@@ -95,8 +95,11 @@ class PredictionRecord:
     outcome: Outcome | None
 
 
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
 def to_datetime(seconds: int | float) -> dt.datetime:
-    return dt.datetime(1970, 1, 1) + dt.timedelta(seconds=float(seconds))
+    return _EPOCH + dt.timedelta(seconds=seconds)
 
 
 def _invalid(exc: BarError, row_base: int = 0, prefix: str = "bars") -> InvalidArgument:
@@ -417,17 +420,18 @@ class StreamSession:
     #: Bars kept per symbol: enough for any window a hot-swapped model could ask for.
     capacity: int = 1024
 
-    def _accept(self, item: StreamItem) -> _SymbolState:
+    def _accept(self, item: StreamItem, bars_checked: bool) -> _SymbolState:
         self.plane.check_symbol(item.symbol, f"requests[{item.index}].symbol")
         where = f"requests[{item.index}].bar"
         if item.time_s <= 0:
             raise InvalidArgument("time is not set", field=f"{where}.time")
-        try:
-            validate_ohlcv(item.bar[None, :], row_labels=[where])
-        except BarError as exc:
-            raise InvalidArgument(
-                exc.text, field=f"{where}.{exc.column}" if exc.column else where
-            ) from None
+        if not bars_checked:
+            try:
+                validate_ohlcv(item.bar[None, :], row_labels=[where])
+            except BarError as exc:
+                raise InvalidArgument(
+                    exc.text, field=f"{where}.{exc.column}" if exc.column else where
+                ) from None
         state = self.symbols.get(item.symbol)
         if state is None:
             state = self.symbols[item.symbol] = _SymbolState(np.empty((self.capacity, 5)))
@@ -454,9 +458,11 @@ class StreamSession:
         error: MinhosError | None = None
         accepted: list[tuple[StreamItem, _SymbolState, int]] = []  # (item, state, bars missing)
         windows: list[FloatArray] = []
+        # One vectorised check for the whole batch; bars are diagnosed one by one only if it fails.
+        checked = bool(items) and all_valid(np.stack([item.bar for item in items]))
         for item in items:
             try:
-                state = self._accept(item)
+                state = self._accept(item, checked)
             except MinhosError as exc:
                 error = exc
                 break
