@@ -272,11 +272,25 @@ def measure_floor(
 # --- the bare server: same message sizes, no work ------------------------------------------------
 
 
-def serve_bare(unary_size: int, stream_size: int, ready: Connection) -> None:
-    """Runs in its own process: echoes fixed payloads of the real response sizes."""
+def busy(seconds: float) -> None:
+    """Keeps the CPU busy with small numpy operations, like the real handler, for ``seconds``."""
+    end = time.perf_counter() + seconds
+    a = np.linspace(1.0, 2.0, 1000).reshape(20, 50)
+    while time.perf_counter() < end:
+        np.log(a).std(axis=1)
+
+
+def serve_bare(unary_size: int, stream_size: int, work_s: float, ready: Connection) -> None:
+    """Runs in its own process: echoes fixed payloads of the real response sizes; "Work" first
+    keeps the handler busy for ``work_s`` (the floor's p50), a control for what any grpcio server
+    pays on this machine around a handler that does that much work."""
     unary_payload, stream_payload = b"x" * unary_size, b"x" * stream_size
 
     def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return unary_payload
+
+    def work(request: bytes, context: grpc.ServicerContext) -> bytes:
+        busy(work_s)
         return unary_payload
 
     def stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
@@ -287,6 +301,7 @@ def serve_bare(unary_size: int, stream_size: int, ready: Connection) -> None:
         BARE_SERVICE,
         {
             "Unary": grpc.unary_unary_rpc_method_handler(unary),
+            "Work": grpc.unary_unary_rpc_method_handler(work),
             "Stream": grpc.stream_stream_rpc_method_handler(stream),
         },
     )
@@ -300,10 +315,12 @@ def serve_bare(unary_size: int, stream_size: int, ready: Connection) -> None:
 
 
 @contextmanager
-def bare_server(unary_size: int, stream_size: int) -> Iterator[str]:
+def bare_server(unary_size: int, stream_size: int, work_s: float = 0.0) -> Iterator[str]:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    process = ctx.Process(target=serve_bare, args=(unary_size, stream_size, child), daemon=True)
+    process = ctx.Process(
+        target=serve_bare, args=(unary_size, stream_size, work_s, child), daemon=True
+    )
     process.start()
     try:
         if not parent.poll(READY_TIMEOUT_S):
@@ -322,6 +339,17 @@ def bare_unary(target: str, request: bytes, settings: Settings) -> Row:
         samples = time_calls(lambda: call(request, timeout=10), settings.calls, settings.warmup)
     return latency_row(
         "bare gRPC unary round trip", samples, f"echo, {len(request)} B in / same size out"
+    )
+
+
+def bare_work(target: str, request: bytes, settings: Settings, work_s: float) -> Row:
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(f"/{BARE_SERVICE}/Work", None, None)
+        samples = time_calls(lambda: call(request, timeout=10), settings.calls, settings.warmup)
+    return latency_row(
+        "bare gRPC unary, busy handler",
+        samples,
+        f"control: the echo after {work_s * 1e6:.0f} us of busy numpy work (the floor p50)",
     )
 
 
@@ -631,10 +659,12 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) ->
 
         progress("bare gRPC server")
         stream_request = messages.stream_requests[-1].SerializeToString()
-        with bare_server(messages.response_size, messages.stream_response_size) as target:
+        work_s = floor.p50_us / 1e6
+        with bare_server(messages.response_size, messages.stream_response_size, work_s) as target:
             bare = bare_unary(target, messages.request_bytes, settings)
+            control = bare_work(target, messages.request_bytes, settings, work_s)
             bare_rate = bare_stream(target, stream_request, stream_count)
-        rows += [bare]
+        rows += [bare, control]
 
         progress("server, persistence on")
         on = stack.enter_context(
@@ -688,6 +718,8 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) ->
     r = report.ratios
     r["unary p50 / (floor p50 + bare unary p50)"] = unary.p50_us / floor_plus_bare
     r["unary p50 / (paced floor p50 + bare unary p50)"] = unary.p50_us / paced_plus_bare
+    r["busy-handler control p50 / (floor p50 + bare unary p50)"] = control.p50_us / floor_plus_bare
+    r["unary p50 / busy-handler control p50"] = unary.p50_us / control.p50_us
     r["PredictStream / bare stream msgs/s"] = stream.per_second / bare_rate.per_second
     r["8 clients p99 / p50"] = (
         percentiles(on_total.latencies)[1] / percentiles(on_total.latencies)[0]

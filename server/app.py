@@ -127,6 +127,7 @@ class MinhosServer:
 
             self.retraining = Retraining(config, self.repository, clock=clock, on_alert=self._alert)
         self._last_evaluation = 0.0
+        self._degraded: dict[str, bool] = {}
         self.health = health.HealthServicer(experimental_non_blocking=True)
         srv = config.server
         interceptors: list[grpc.ServerInterceptor[Any, Any]] = (
@@ -203,25 +204,25 @@ class MinhosServer:
             self.tick()
 
     def tick(self) -> None:
-        """Periodic work beside reloading: health evaluation and alerts, retraining schedules.
-        Runs on the poller thread, never on a request."""
-        now = time.monotonic()
-        if now - self._last_evaluation < self.config.monitoring.evaluate_interval_s:
-            return
-        self._last_evaluation = now
-        degraded: dict[str, bool] = {}
+        """Periodic work beside reloading, on the poller thread, never on a request: health
+        evaluation and alerts every ``evaluate_interval_s``; retraining schedules, workers and
+        probation at every poll (cheap), with the degradation verdicts of the last evaluation."""
         try:
-            if self.plane.market_now is not None:
+            now = time.monotonic()
+            due = now - self._last_evaluation >= self.config.monitoring.evaluate_interval_s
+            if due and self.plane.market_now is not None:
+                self._last_evaluation = now
                 self.writer.flush(timeout=2.0)
                 report = self.monitor.health()
-                for component in report.components:
-                    state = component.degradation
-                    if state is not None and state.severity in ("warning", "error", "critical"):
-                        degraded[
-                            "kelly" if component.component == "fusion" else component.component
-                        ] = True
-                self.monitor.evaluate()
+                self._degraded = {
+                    "kelly" if c.component == "fusion" else c.component: True
+                    for c in report.components
+                    if c.degradation is not None
+                    and c.degradation.severity in ("warning", "error", "critical")
+                }
+                self.monitor.evaluate(report=report)
             if self.retraining is not None:
+                degraded, self._degraded = self._degraded, {}  # a verdict triggers once
                 self.retraining.tick(self.plane.market_now, degraded)
         except Exception:
             log.exception("periodic evaluation failed")

@@ -643,10 +643,13 @@ class Monitor:
             return wall or in_cooldown(c.severity, now, last_sev, last.market_time, cooldown)
         return wall
 
-    def evaluate(self, now: datetime | None = None) -> list[Alert]:
-        """Computes health, records metric snapshots, raises and routes new alerts."""
-        now = now or self.latest_market_time()
-        report = self.health(now)
+    def evaluate(
+        self, now: datetime | None = None, report: HealthReport | None = None
+    ) -> list[Alert]:
+        """Computes health (or takes ``report``, computed as of ``now``), records metric
+        snapshots, raises and routes new alerts."""
+        now = now or (report.as_of if report is not None else self.latest_market_time())
+        report = report or self.health(now)
         snapshots = [("health_score", "overall", report.score)]
         for c in report.components:
             snapshots.append(("health_score", c.component, c.score))
