@@ -9,21 +9,17 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import roc_auc_score
 
+from server import calibration
+
 FloatArray = npt.NDArray[np.float64]
 METRICS: tuple[str, ...] = ("accuracy", "log_loss", "brier", "ece", "auc")
 _EPS = 1e-12
 
 
 def ece(p: FloatArray, y: FloatArray, n_bins: int = 10) -> float:
-    """Expected calibration error of P(up) over equal-width bins (weighted mean |freq - mean p|)."""
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    ids = np.clip(np.searchsorted(edges[1:-1], p, side="right"), 0, n_bins - 1)
-    total = 0.0
-    for b in range(n_bins):
-        mask = ids == b
-        if mask.any():
-            total += mask.sum() * abs(float(y[mask].mean()) - float(p[mask].mean()))
-    return total / max(len(p), 1)
+    """Expected calibration error of P(up), equal-width bins: the server's own definition, so
+    training reports and the calibration RPC agree."""
+    return calibration.ece_mce(calibration.reliability_bins(p, y, n_bins, "uniform"))[0]
 
 
 def score(p: FloatArray, y: FloatArray) -> dict[str, float]:
@@ -35,7 +31,7 @@ def score(p: FloatArray, y: FloatArray) -> dict[str, float]:
     return {
         "accuracy": float(np.mean((p > 0.5) == (y > 0.5))),
         "log_loss": float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))),
-        "brier": float(np.mean((p - y) ** 2)),
+        "brier": calibration.brier_score(p, y),
         "ece": ece(p, y),
         "auc": float(auc),
         "n": float(len(y)),
@@ -43,9 +39,9 @@ def score(p: FloatArray, y: FloatArray) -> dict[str, float]:
 
 
 def baselines(y_train: FloatArray, y_test: FloatArray) -> dict[str, dict[str, float]]:
-    """Always-up (p = 1, scored with p clipped to 1 - 1e-12 it would be infinite log-loss, so it is
-    scored as p = 0.5 + epsilon for the probability metrics' sake: direction-only) and the train
-    span's up-rate as a constant probability."""
+    """Always-up, a direction-only rule: scored as p = 0.5 + 1e-6 (a literal p = 1 would have an
+    infinite log-loss), so its accuracy is the up-rate and its probability metrics a coin's; and
+    the train span's up-rate as a constant probability."""
     up_rate = float(np.mean(y_train))
     n = len(y_test)
     return {

@@ -443,12 +443,6 @@ class StreamSession:
             )
         return state
 
-    def step(self, item: StreamItem) -> StreamStep:
-        steps, error = self.step_many([item])
-        if error is not None:
-            raise error
-        return steps[0]
-
     def step_many(self, items: list[StreamItem]) -> tuple[list[StreamStep], MinhosError | None]:
         """Steps for the valid prefix of ``items``, and the error of the first invalid one."""
         began = time.perf_counter()
