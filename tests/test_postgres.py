@@ -1,0 +1,161 @@
+"""PostgreSQL by URL, with two server replicas sharing it: a throwaway cluster (Debian's
+PostgreSQL 15, run as the ``postgres`` user) on a loopback port, both replicas as real processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clients.client import MinhosClient
+from export.data import MarketData
+from server.db import OutcomeRow, PredictionRow, RequestRow, close_database, open_database
+from server.registry import ModelRepository
+from tests.conftest import Trained
+from tests.server_harness import live_index, window
+
+BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_postgres(*argv: str) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *argv]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    if not (BIN / "postgres").exists():
+        pytest.skip("PostgreSQL 15 server binaries are not installed")
+    # Outside pytest's tmp tree, whose root-only parents the postgres user cannot traverse.
+    data = Path(tempfile.mkdtemp(prefix="minhos-pg-"))
+    shutil.chown(data, "postgres", "postgres")
+    done = subprocess.run(
+        _as_postgres(str(BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "minhos"),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    port = _free_port()
+    server = subprocess.Popen(
+        _as_postgres(
+            str(BIN / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(
+            [str(BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+        ).returncode:
+            assert time.monotonic() < deadline, "PostgreSQL did not start"
+            assert server.poll() is None, "PostgreSQL exited"
+            time.sleep(0.2)
+        yield f"postgresql://minhos@127.0.0.1:{port}/postgres"
+    finally:
+        close_database()
+        # runuser does not forward signals; pg_ctl stops the cluster itself (fast: no waiting on
+        # clients).
+        subprocess.run(
+            _as_postgres(str(BIN / "pg_ctl"), "-D", str(data), "stop", "-m", "fast"),
+            capture_output=True,
+        )
+        server.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_two_replicas_share_one_postgres_database(
+    postgres_url: str, trained: Trained, sp500: MarketData
+) -> None:
+    # Register the trained models in PostgreSQL (same files, rows copied from the SQLite registry).
+    open_database(trained.database_url)
+    repo = ModelRepository(trained.root / "models")
+    deployed = repo.deployed()
+    manifests = {k: repo.load_verified(k, v) for k, v in deployed.items()}
+    close_database()
+    open_database(postgres_url)
+    for kind, (manifest, payload) in manifests.items():
+        repo.root = trained.root / "pg-models"
+        repo.publish(
+            kind,
+            payload,
+            file=manifest.file,
+            feature_spec=manifest.feature_spec,
+            metrics=manifest.metrics,
+            info=manifest.info,
+            version=manifest.version,
+            deploy=True,
+        )
+    assert repo.deployed() == deployed
+    close_database()
+
+    replicas = []
+    ports = [_free_port(), _free_port()]
+    for i, port in enumerate(ports):
+        env = {
+            **os.environ,
+            "DATABASE_URL": postgres_url,
+            "MINHOS_SERVER_PORT": str(port),
+            "MINHOS_SERVER_METRICS_PORT": "0",
+            "MINHOS_STORAGE_MODEL_REPOSITORY": str(trained.root / "pg-models"),
+            "MINHOS_RETRAIN_ENABLED": "true" if i == 0 else "false",  # one coordinator
+            "MINHOS_RETRAIN_LSTM_EVERY_DAYS": "0",
+            "MINHOS_RETRAIN_ENSEMBLE_EVERY_DAYS": "0",
+            "MINHOS_RETRAIN_KELLY_EVERY_DAYS": "0",
+        }
+        replicas.append(
+            subprocess.Popen([sys.executable, "-m", "server.main"], env=env, stderr=subprocess.PIPE)
+        )
+    try:
+        ids = []
+        end = live_index(sp500)
+        for i, port in enumerate(ports):
+            with MinhosClient(f"127.0.0.1:{port}") as client:
+                client.wait_ready(30)
+                need = client.serving_info().bars_required
+                for k in range(10):
+                    ids.append(
+                        client.predict("SPX", window(sp500, end + 10 * i + k, need)).prediction_id
+                    )
+        # An outcome recorded on one replica for a prediction made on the other.
+        with MinhosClient(f"127.0.0.1:{ports[1]}") as client:
+            time.sleep(0.5)  # the first replica's batched writer flushes every 0.2 s
+            assert not client.record_outcome(ids[0], 0.01).already_recorded
+        for process in replicas:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0, (
+                process.stderr.read().decode()[-2000:] if process.stderr else ""
+            )
+    finally:
+        for process in replicas:
+            if process.poll() is None:
+                process.kill()
+    open_database(postgres_url)
+    assert PredictionRow.select().where(PredictionRow.id.in_(ids)).count() == 20
+    assert RequestRow.select().where(RequestRow.method == "Predict").count() == 20
+    outcome = OutcomeRow.get(OutcomeRow.prediction == ids[0])
+    assert outcome.realized_return == pytest.approx(0.01)
