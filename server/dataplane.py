@@ -41,9 +41,9 @@ IntArray = npt.NDArray[np.int64]
 
 SERVER_VERSION = "minhos/0.1.0"
 MAX_SYMBOL_LENGTH = 32
-#: Recent predictions kept in memory so outcomes resolve without a database read, even before the
-#: batched writer has stored the prediction.
-RECENT_PREDICTIONS = 100_000
+#: Recent predictions kept in memory (a few MB) so outcomes resolve without a database read, even
+#: before the batched writer has stored the prediction; older ones are read back from the database.
+RECENT_PREDICTIONS = 20_000
 
 
 @dataclass(frozen=True)
