@@ -50,7 +50,6 @@ CODES: dict[type[MinhosError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
-S = TypeVar("S")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
