@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.client import bars_from_arrays, channel_options
+from clients.client import bars_from_arrays, channel_options, columns_from_arrays
 from minhos.v1 import inference_pb2, inference_pb2_grpc
 
 BARE_SERVICE = "bench.Bare"
@@ -239,7 +239,7 @@ def measure_floor(
     finally:
         close_database()
     request = inference_pb2.PredictRequest(
-        symbol=SYMBOL, bars=bars_from_arrays(times[-need:], ohlcv[-need:])
+        symbol=SYMBOL, columns=columns_from_arrays(times[-need:], ohlcv[-need:])
     )
     response = convert.prediction_out(prediction)
     # A steady-state stream reply: the new prediction plus the previous one's resolved outcome.

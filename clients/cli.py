@@ -16,7 +16,7 @@ import grpc
 from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 
-from clients.client import DEFAULT_TARGET, KINDS, MinhosClient, bars_from_arrays
+from clients.client import DEFAULT_TARGET, KINDS, MinhosClient, columns_from_arrays
 from minhos.v1 import calibration_pb2, common_pb2, monitoring_pb2, retrain_pb2
 
 
@@ -41,7 +41,7 @@ def cmd_predict(client: MinhosClient, args: argparse.Namespace) -> None:
     if len(data.ohlcv) < need:
         raise SystemExit(f"{len(data.ohlcv)} bars in the data; the server needs {need}")
     end = len(data.ohlcv) if args.end is None else args.end
-    bars = bars_from_arrays(data.times[end - need : end], data.ohlcv[end - need : end])
+    bars = columns_from_arrays(data.times[end - need : end], data.ohlcv[end - need : end])
     reply = client.predict(args.symbol or data.symbol, bars)
     if args.json:
         return _print_json([reply])

@@ -103,6 +103,30 @@ def bars_from_arrays(times: NDArray[Any], ohlcv: NDArray[np.float64]) -> list[co
     return [bar(t, *map(float, row)) for t, row in zip(times, ohlcv, strict=True)]
 
 
+def columns_from_arrays(times: NDArray[Any], ohlcv: NDArray[np.float64]) -> common_pb2.BarColumns:
+    """The columnar form of the same bars (faster to send and for the server to read)."""
+    if len(times) != len(ohlcv):
+        raise ValueError(f"{len(times)} times but {len(ohlcv)} rows of prices")
+    seconds = np.asarray(times).astype("datetime64[s]").astype(np.int64)
+    prices = np.asarray(ohlcv, dtype=np.float64)
+    return common_pb2.BarColumns(
+        time_seconds=seconds.tolist(),
+        open=prices[:, 0].tolist(),
+        high=prices[:, 1].tolist(),
+        low=prices[:, 2].tolist(),
+        close=prices[:, 3].tolist(),
+        volume=prices[:, 4].tolist(),
+    )
+
+
+def predict_request(
+    symbol: str, bars: Sequence[common_pb2.Bar] | common_pb2.BarColumns
+) -> inference_pb2.PredictRequest:
+    if isinstance(bars, common_pb2.BarColumns):
+        return inference_pb2.PredictRequest(symbol=symbol, columns=bars)
+    return inference_pb2.PredictRequest(symbol=symbol, bars=bars)
+
+
 def duration(seconds: float) -> Duration:
     d = Duration()
     d.FromTimedelta(dt.timedelta(seconds=seconds))
@@ -195,9 +219,14 @@ class MinhosClient:
 
     # Inference
     def predict(
-        self, symbol: str, bars: Sequence[common_pb2.Bar], *, timeout: float | None = None
+        self,
+        symbol: str,
+        bars: Sequence[common_pb2.Bar] | common_pb2.BarColumns,
+        *,
+        timeout: float | None = None,
     ) -> inference_pb2.PredictResponse:
-        request = inference_pb2.PredictRequest(symbol=symbol, bars=bars)
+        """``bars``: Bar messages, or the same window as columns (:func:`columns_from_arrays`)."""
+        request = predict_request(symbol, bars)
         return self._stubs.inference.Predict(
             request, timeout=self._t(timeout), metadata=self._metadata
         )
@@ -393,9 +422,13 @@ class AsyncMinhosClient:
         return self.timeout if timeout is None else timeout
 
     async def predict(
-        self, symbol: str, bars: Sequence[common_pb2.Bar], *, timeout: float | None = None
+        self,
+        symbol: str,
+        bars: Sequence[common_pb2.Bar] | common_pb2.BarColumns,
+        *,
+        timeout: float | None = None,
     ) -> inference_pb2.PredictResponse:
-        request = inference_pb2.PredictRequest(symbol=symbol, bars=bars)
+        request = predict_request(symbol, bars)
         return await self._stubs.inference.Predict(
             request, timeout=self._t(timeout), metadata=self._metadata
         )

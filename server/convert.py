@@ -22,6 +22,7 @@ from server.dataplane import (
     StreamItem,
 )
 from server.db import JobRow, ModelVersionRow
+from server.errors import InvalidArgument
 from server.monitor import HealthReport, Source, WindowMetrics
 from server.registry import FeatureSpec, Manifest
 
@@ -71,6 +72,34 @@ def bars_in(bars: Sequence[common_pb2.Bar]) -> tuple[IntArray, FloatArray]:
     times = np.fromiter((b.time.seconds for b in bars), dtype=np.int64, count=len(bars))
     ohlcv = np.array([(b.open, b.high, b.low, b.close, b.volume) for b in bars], dtype=np.float64)
     return times, ohlcv.reshape(len(bars), 5)
+
+
+COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+def columns_in(columns: common_pb2.BarColumns) -> tuple[IntArray, FloatArray]:
+    n = len(columns.time_seconds)
+    for name in COLUMNS:
+        if len(getattr(columns, name)) != n:
+            raise InvalidArgument(
+                f"{len(getattr(columns, name))} values for {n} times; every column needs one per bar",
+                field=f"columns.{name}",
+            )
+    times = np.array(columns.time_seconds, dtype=np.int64)
+    ohlcv = np.empty((n, 5))
+    for j, name in enumerate(COLUMNS):
+        ohlcv[:, j] = getattr(columns, name)
+    return times, ohlcv
+
+
+def window_in(request: inference_pb2.PredictRequest) -> tuple[IntArray, FloatArray, str]:
+    """A Predict request's bars, from whichever of ``bars`` and ``columns`` it carries, and
+    which one it was."""
+    if request.HasField("columns"):
+        if len(request.bars):
+            raise InvalidArgument("set either bars or columns, not both", field="columns")
+        return (*columns_in(request.columns), "columns")
+    return (*bars_in(request.bars), "bars")
 
 
 def stream_item(request: inference_pb2.StreamRequest, index: int) -> StreamItem:

@@ -102,12 +102,14 @@ def to_datetime(seconds: int | float) -> dt.datetime:
     return _EPOCH + dt.timedelta(seconds=seconds)
 
 
-def _invalid(exc: BarError, row_base: int = 0, prefix: str = "bars") -> InvalidArgument:
-    if exc.row is not None:
-        name = f"{prefix}[{exc.row + row_base}]" + (f".{exc.column}" if exc.column else "")
-    else:
-        name = prefix
-    return InvalidArgument(exc.text, field=name)
+def field_of(form: str, row: int | None, column: str | None) -> str:
+    """The request field a bar problem is in: ``bars[3].close`` or ``columns.close[3]``."""
+    if row is None:
+        return form
+    if form == "columns":
+        name = "time_seconds" if column in (None, "time") else column
+        return f"columns.{name}[{row}]"
+    return f"bars[{row}]" + (f".{column}" if column else "")
 
 
 def outcome_of(prediction: Prediction, realized_return: float, resolved_at: dt.datetime) -> Outcome:
@@ -163,9 +165,12 @@ class DataPlane:
 
     # -- Predict -----------------------------------------------------------------------------
 
-    def predict(self, symbol: str, times: IntArray, ohlcv: FloatArray) -> Prediction:
+    def predict(
+        self, symbol: str, times: IntArray, ohlcv: FloatArray, form: str = "bars"
+    ) -> Prediction:
         """``times``: bar times in epoch seconds; ``ohlcv``: (n, 5). Uses the last
-        ``bars_required`` bars (earlier ones are ignored)."""
+        ``bars_required`` bars (earlier ones are ignored). ``form`` ("bars" or "columns") is how
+        the request carried them, so that errors name the field the caller set."""
         began = time.perf_counter()
         self.check_symbol(symbol)
         models = self.models()
@@ -174,21 +179,18 @@ class DataPlane:
             raise InvalidArgument(
                 f"{len(ohlcv)} bars given; the deployed models need {need} (window of "
                 f"{models.window} feature vectors over {need - models.window + 1}-bar lookbacks)",
-                field="bars",
+                field=form,
             )
         base = len(ohlcv) - need
         times, ohlcv = times[base:], ohlcv[base:]
         if np.any(times <= 0):
             row = int(np.flatnonzero(times <= 0)[0])
-            raise InvalidArgument("time is not set", field=f"bars[{row + base}].time")
+            raise InvalidArgument("time is not set", field=field_of(form, row + base, "time"))
         try:
-            validate_ohlcv(
-                ohlcv,
-                times.astype("datetime64[s]"),
-                row_labels=lambda i: f"bars[{i + base}]",
-            )
+            validate_ohlcv(ohlcv, times.astype("datetime64[s]"))
         except BarError as exc:
-            raise _invalid(exc, base) from None
+            at = None if exc.row is None else exc.row + base
+            raise InvalidArgument(exc.text, field=field_of(form, at, exc.column)) from None
         return self._score(symbol, int(times[-1]), ohlcv, models, began)
 
     def _score(

@@ -113,8 +113,8 @@ class InferenceServicer(Base, inference_pb2_grpc.InferenceServiceServicer):
     def Predict(
         self, request: inference_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> inference_pb2.PredictResponse:
-        times, ohlcv = convert.bars_in(request.bars)
-        return convert.prediction_out(self.plane.predict(request.symbol, times, ohlcv))
+        times, ohlcv, form = convert.window_in(request)
+        return convert.prediction_out(self.plane.predict(request.symbol, times, ohlcv, form))
 
     def PredictStream(
         self, request_iterator: Iterator[inference_pb2.StreamRequest], context: grpc.ServicerContext

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from clients.client import MinhosClient, bar
+from clients.client import MinhosClient, bar, columns_from_arrays
 from export import features as F
 from export.data import MarketData
 from minhos.v1 import common_pb2
@@ -59,6 +59,9 @@ def test_predict_returns_a_fused_sized_prediction(trained: Trained, sp500: Marke
         # More bars than needed: the oldest are ignored, the answer is the same.
         again = client.predict("SPX", window(sp500, end, need + 30))
         assert again.probability_up == reply.probability_up
+        # The columnar form of the same window gives the same answer.
+        columns = columns_from_arrays(sp500.times[end - need : end], sp500.ohlcv[end - need : end])
+        assert client.predict("SPX", columns).probability_up == reply.probability_up
         srv.writer.flush()
         row = PredictionRow.get_by_id(reply.prediction_id)
         assert row.probability_up == reply.probability_up

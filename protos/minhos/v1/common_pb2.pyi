@@ -193,6 +193,64 @@ class Bar(_message.Message):
 Global___Bar: _TypeAlias = Bar  # noqa: Y015
 
 @_typing.final
+class BarColumns(_message.Message):
+    """The same bars as columns: one packed array per field, one entry per bar, oldest first. Parsing
+    and converting a packed array is one step, where each Bar message (and its Timestamp) is an
+    object to build and read: measured here, the bars of a 69-bar request took about a fifth of the
+    server's interpreter time. Prefer it on hot paths.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_SECONDS_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
+    HIGH_FIELD_NUMBER: _builtins.int
+    LOW_FIELD_NUMBER: _builtins.int
+    CLOSE_FIELD_NUMBER: _builtins.int
+    VOLUME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def time_seconds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Start of each bar in seconds since the Unix epoch (UTC)."""
+
+    @_builtins.property
+    def open(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Opening prices."""
+
+    @_builtins.property
+    def high(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Highest prices."""
+
+    @_builtins.property
+    def low(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Lowest prices."""
+
+    @_builtins.property
+    def close(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Closing prices."""
+
+    @_builtins.property
+    def volume(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Traded volumes; non-negative."""
+
+    def __init__(
+        self,
+        *,
+        time_seconds: _abc.Iterable[_builtins.int] | None = ...,
+        open: _abc.Iterable[_builtins.float] | None = ...,
+        high: _abc.Iterable[_builtins.float] | None = ...,
+        low: _abc.Iterable[_builtins.float] | None = ...,
+        close: _abc.Iterable[_builtins.float] | None = ...,
+        volume: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close", b"close", "high", b"high", "low", b"low", "open", b"open", "time_seconds", b"time_seconds", "volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BarColumns: _TypeAlias = BarColumns  # noqa: Y015
+
+@_typing.final
 class FeatureSpec(_message.Message):
     """What a model was trained on and how its inputs are built."""
 

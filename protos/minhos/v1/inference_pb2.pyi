@@ -29,21 +29,29 @@ class PredictRequest(_message.Message):
 
     SYMBOL_FIELD_NUMBER: _builtins.int
     BARS_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     """Ticker of the instrument (1-32 characters: letters, digits, '.', '-', '^', '_')."""
     @_builtins.property
     def bars(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Bar]:
-        """Exactly `bars_required` bars (see GetServingInfo), oldest first, strictly increasing times."""
+        """At least `bars_required` bars (see GetServingInfo; older extra bars are ignored), oldest first,
+        strictly increasing times. Set either `bars` or `columns`, not both.
+        """
+
+    @_builtins.property
+    def columns(self) -> _common_pb2.BarColumns:
+        """The same window as columns (faster to send and to read)."""
 
     def __init__(
         self,
         *,
         symbol: _builtins.str = ...,
         bars: _abc.Iterable[_common_pb2.Bar] | None = ...,
+        columns: _common_pb2.BarColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bars", b"bars", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bars", b"bars", "columns", b"columns", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
