@@ -13,7 +13,6 @@ from server import calibration
 
 FloatArray = npt.NDArray[np.float64]
 METRICS: tuple[str, ...] = ("accuracy", "log_loss", "brier", "ece", "auc")
-_EPS = 1e-12
 
 
 def ece(p: FloatArray, y: FloatArray, n_bins: int = 10) -> float:
@@ -26,11 +25,10 @@ def score(p: FloatArray, y: FloatArray) -> dict[str, float]:
     """Accuracy (threshold 0.5), log-loss, Brier, ECE (10 bins) and ROC AUC of P(up) against y."""
     p = np.asarray(p, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    clipped = np.clip(p, _EPS, 1 - _EPS)
     auc = roc_auc_score(y, p) if 0 < y.sum() < len(y) and np.ptp(p) > 0 else 0.5
     return {
-        "accuracy": float(np.mean((p > 0.5) == (y > 0.5))),
-        "log_loss": float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))),
+        "accuracy": calibration.direction_accuracy(p, y),
+        "log_loss": calibration.log_loss(p, y),
         "brier": calibration.brier_score(p, y),
         "ece": ece(p, y),
         "auc": float(auc),

@@ -170,6 +170,18 @@ def brier_score(p: ArrayLike, y: ArrayLike) -> float:
     return float(np.mean((x - t) ** 2)) if x.size else math.nan
 
 
+def log_loss(p: ArrayLike, y: ArrayLike, eps: float = 1e-12) -> float:
+    """Mean binary cross-entropy of P(up) against 0/1 labels (p clipped to [eps, 1 - eps])."""
+    x, t = np.clip(_as_float(p), eps, 1 - eps), _as_float(y)
+    return float(-np.mean(t * np.log(x) + (1 - t) * np.log(1 - x))) if x.size else math.nan
+
+
+def direction_accuracy(p: ArrayLike, y: ArrayLike) -> float:
+    """Share of right directions, with the server's rule: up when P(up) >= 0.5."""
+    x, t = _as_float(p), _as_float(y)
+    return float(np.mean((x >= 0.5) == (t > 0.5))) if x.size else math.nan
+
+
 def brier_decomposition(bins: Sequence[ReliabilityBin]) -> BrierDecomposition:
     """Murphy's terms over the bins (see the module docstring for the within-bin caveat)."""
     total = sum(b.count for b in bins)

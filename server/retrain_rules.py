@@ -13,11 +13,11 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from server import calibration
 from server.degradation import CusumParams, first_alarms
 
 #: A job in one of these states absorbs new triggers of its kind.
 ACTIVE_STATES = ("queued", "running", "validating")
-_EPS = 1e-12
 
 
 def schedule_due(now: datetime, last: datetime | None, every_days: float) -> bool:
@@ -63,11 +63,10 @@ def gate_scores(p: ArrayLike, y: ArrayLike) -> GateScores:
     y_arr = np.asarray(y, dtype=np.float64)
     if p_arr.shape != y_arr.shape or p_arr.size == 0:
         raise ValueError("need equally long, non-empty probabilities and labels")
-    clipped = np.clip(p_arr, _EPS, 1 - _EPS)
     return GateScores(
-        log_loss=float(-np.mean(y_arr * np.log(clipped) + (1 - y_arr) * np.log(1 - clipped))),
-        brier=float(np.mean((p_arr - y_arr) ** 2)),
-        accuracy=float(np.mean((p_arr >= 0.5) == (y_arr > 0.5))),
+        log_loss=calibration.log_loss(p_arr, y_arr),
+        brier=calibration.brier_score(p_arr, y_arr),
+        accuracy=calibration.direction_accuracy(p_arr, y_arr),
         n=int(y_arr.size),
     )
 
