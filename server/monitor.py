@@ -136,11 +136,11 @@ class _Sample:
         return len(self.bar_time)
 
     def correct(self, component: str) -> BoolArray:
-        """Per-prediction correctness (meaningful where resolved)."""
+        """Per-prediction correctness (meaningful where resolved); up is P(up) >= 0.5, as served."""
         if component == "lstm":
-            return np.asarray((self.lstm_p > 0.5) == self.up)
+            return np.asarray((self.lstm_p >= 0.5) == self.up)
         if component == "ensemble":
-            return np.asarray((self.ensemble_p > 0.5) == self.up)
+            return np.asarray((self.ensemble_p >= 0.5) == self.up)
         return self.hit
 
     def confidence_of(self, component: str) -> FloatArray:
@@ -151,7 +151,7 @@ class _Sample:
         return self.confidence
 
     def agree(self) -> BoolArray:
-        return np.asarray((self.lstm_p > 0.5) == (self.ensemble_p > 0.5))
+        return np.asarray((self.lstm_p >= 0.5) == (self.ensemble_p >= 0.5))
 
     def select(self, mask: BoolArray) -> _Sample:
         idx = np.flatnonzero(mask)
