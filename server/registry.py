@@ -23,6 +23,7 @@ from server.db import ModelVersionRow, utcnow, write_transaction
 KINDS = ("lstm", "ensemble", "kelly")
 STAGES = ("candidate", "deployed", "backup", "rejected", "retired")
 MANIFEST = "manifest.json"
+METRICS = "metrics.json"
 
 
 class RegistryError(Exception):
@@ -131,6 +132,8 @@ class ModelRepository:
         staging.mkdir(parents=True, exist_ok=False)
         (staging / file).write_bytes(payload)
         (staging / MANIFEST).write_text(manifest.to_json())
+        # The metrics again on their own, for people and tools that only want the scores.
+        (staging / METRICS).write_text(json.dumps(manifest.metrics, indent=2, sort_keys=True))
         staging.rename(target)
         with write_transaction():
             ModelVersionRow.create(

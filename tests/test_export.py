@@ -74,6 +74,8 @@ def test_training_publishes_metrics_and_manifests(trained: Trained) -> None:
     assert set(repo.deployed()) == {"lstm", "ensemble", "kelly"}
     row = ModelVersionRow.get(ModelVersionRow.kind == "lstm")
     assert json.loads(row.manifest)["sha256"] == row.sha256
+    beside = repo.directory("lstm", row.version) / "metrics.json"
+    assert json.loads(beside.read_text()) == report.manifests["lstm"].metrics
 
 
 def test_tampered_model_is_refused(trained: Trained) -> None:
