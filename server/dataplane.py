@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 import time
 import uuid
@@ -41,6 +42,8 @@ IntArray = npt.NDArray[np.int64]
 
 SERVER_VERSION = "minhos/0.1.0"
 MAX_SYMBOL_LENGTH = 32
+#: The contract's symbol alphabet (inference.proto, PredictRequest.symbol).
+SYMBOL_PATTERN = re.compile(r"[A-Za-z0-9.\-^_]+")
 #: Recent predictions kept in memory (a few MB) so outcomes resolve without a database read, even
 #: before the batched writer has stored the prediction; older ones are read back from the database.
 RECENT_PREDICTIONS = 20_000
@@ -151,6 +154,11 @@ class DataPlane:
             raise InvalidArgument("must be set", field=field_name)
         if len(symbol) > MAX_SYMBOL_LENGTH:
             raise InvalidArgument(f"longer than {MAX_SYMBOL_LENGTH} characters", field=field_name)
+        if not SYMBOL_PATTERN.fullmatch(symbol):
+            raise InvalidArgument(
+                f"{symbol!r} has characters other than letters, digits, '.', '-', '^', '_'",
+                field=field_name,
+            )
         if self.symbols and symbol not in self.symbols:
             raise NotFound(
                 f"unknown symbol {symbol!r}; this server serves {sorted(self.symbols)}",

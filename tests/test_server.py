@@ -159,6 +159,8 @@ def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving(
         code, text = fails(unsorted)
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "bars[6].time" in text
         assert fails(good, symbol="")[0] == grpc.StatusCode.INVALID_ARGUMENT
+        code, text = fails(good, symbol="SPX; DROP")
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and text.startswith("symbol:")
         code, text = fails(good, symbol="AAPL")
         assert code == grpc.StatusCode.NOT_FOUND and text.startswith("symbol:")
         code, _ = fails(good * 40)  # far above 64 KiB
