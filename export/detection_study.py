@@ -70,8 +70,17 @@ def replay_alerts(test_start: str, every: int) -> Counter[tuple[str, str]]:
 
     from clients.client import MinhosClient
     from clients.replay import replay
+    from server.alerts import RANK_SEVERITY
     from server.app import MinhosServer
-    from server.db import AlertRow, PredictionRow, close_database
+    from server.db import (
+        AlertRow,
+        BarRow,
+        MetricRow,
+        OutcomeRow,
+        PredictionRow,
+        RequestRow,
+        close_database,
+    )
 
     config = load_config()
     source = config.storage.database_url.removeprefix("sqlite:///")
@@ -86,6 +95,12 @@ def replay_alerts(test_start: str, every: int) -> Counter[tuple[str, str]]:
             storage=dataclasses.replace(config.storage, database_url=f"sqlite:///{copy}"),
             retrain=dataclasses.replace(config.retrain, enabled=False),
         )
+        close_database()
+        # Only the registry is wanted from the copy: predictions, outcomes and alerts of earlier
+        # runs (a demo, a bench) would be read as part of this replay.
+        open_database(study.storage.database_url)
+        for table in (OutcomeRow, PredictionRow, RequestRow, AlertRow, MetricRow, BarRow):
+            table.delete().execute()
         close_database()
         server = MinhosServer(study).start()
         try:
@@ -104,10 +119,7 @@ def replay_alerts(test_start: str, every: int) -> Counter[tuple[str, str]]:
             ]
             for now in times[every::every]:
                 server.monitor.evaluate(now=now)
-            return Counter(
-                (row.kind, {1: "info", 2: "warning", 3: "error", 4: "critical"}[row.severity])
-                for row in AlertRow.select()
-            )
+            return Counter((row.kind, RANK_SEVERITY[row.severity]) for row in AlertRow.select())
         finally:
             server.stop(grace=1)
 
