@@ -32,7 +32,7 @@ from server.config import Config
 from server.dataplane import DataPlane
 from server.db import close_database, open_database, utcnow
 from server.inference import ModelHolder, ModelSet
-from server.monitor import Monitor
+from server.monitor import REFERENCE_METRIC, Monitor
 from server.persistence import BatchWriter
 from server.registry import ModelRepository
 from server.servicers import (
@@ -67,12 +67,11 @@ else:
 
 def reference_accuracy(models: ModelSet) -> dict[str, float]:
     """What the monitor expects of each component: its own validation metrics."""
-    lstm, ensemble, kelly = (models.manifests[k].metrics for k in ("lstm", "ensemble", "kelly"))
     reference = {
-        "lstm": lstm.get("val_accuracy", 0.5),
-        "ensemble": ensemble.get("val_accuracy", 0.5),
-        "fusion": kelly.get("val_uncalibrated_accuracy", 0.5),
+        "fusion" if kind == "kelly" else kind: models.manifests[kind].metrics.get(metric, 0.5)
+        for kind, metric in REFERENCE_METRIC.items()
     }
+    kelly = models.manifests["kelly"].metrics
     if "val_agreement_rate" in kelly:
         reference["agreement"] = kelly["val_agreement_rate"]
     return reference

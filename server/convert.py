@@ -14,6 +14,7 @@ from minhos.v1 import calibration_pb2, common_pb2, inference_pb2, monitoring_pb2
 from server.alerts import Alert, Severity
 from server.calibration import CalibrationReport
 from server.dataplane import (
+    EPOCH,
     FloatArray,
     IntArray,
     Outcome,
@@ -41,9 +42,6 @@ STAGE = {
 }
 
 
-_EPOCH = dt.datetime(1970, 1, 1)
-
-
 def timestamp(value: dt.datetime | None) -> Timestamp | None:
     """Naive datetimes are UTC, our convention. Arithmetic on the timedelta: Timestamp's own
     FromDatetime goes through time tuples and costs several times more, on every response."""
@@ -51,7 +49,7 @@ def timestamp(value: dt.datetime | None) -> Timestamp | None:
         return None
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    delta = value - _EPOCH
+    delta = value - EPOCH
     seconds = delta.days * 86_400 + delta.seconds
     return Timestamp(seconds=seconds, nanos=delta.microseconds * 1000)
 

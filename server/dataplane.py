@@ -98,11 +98,11 @@ class PredictionRecord:
     outcome: Outcome | None
 
 
-_EPOCH = dt.datetime(1970, 1, 1)
+EPOCH = dt.datetime(1970, 1, 1)  # naive UTC, the database's convention
 
 
 def to_datetime(seconds: int | float) -> dt.datetime:
-    return _EPOCH + dt.timedelta(seconds=seconds)
+    return EPOCH + dt.timedelta(seconds=seconds)
 
 
 def field_of(form: str, row: int | None, column: str | None) -> str:

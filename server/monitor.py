@@ -47,6 +47,13 @@ FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 Source = Literal["fused", "lstm", "ensemble"]
 MODEL_COMPONENTS = ("lstm", "ensemble", "fusion")
+#: The manifest metric each model kind's accuracy is expected to match: the monitor's reference
+#: and the retraining probation's. The fused pair's lives in the Kelly component's manifest.
+REFERENCE_METRIC = {
+    "lstm": "val_accuracy",
+    "ensemble": "val_accuracy",
+    "kelly": "val_uncalibrated_accuracy",
+}
 #: gRPC codes that count as failed requests: the server's fault, not the caller's.
 SERVER_ERROR_CODES = frozenset(
     {"UNKNOWN", "INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED", "DATA_LOSS", "RESOURCE_EXHAUSTED"}

@@ -35,6 +35,7 @@ from server.db import (
 )
 from server.degradation import CusumParams
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.monitor import REFERENCE_METRIC
 from server.registry import KINDS, Manifest, ModelRepository, RegistryError
 from server.retrain_rules import (
     ACTIVE_STATES,
@@ -44,13 +45,6 @@ from server.retrain_rules import (
 )
 
 log = logging.getLogger("minhos.retraining")
-
-#: Validation metric a kind's probation is judged against (the monitor's reference, too).
-REFERENCE_METRIC = {
-    "lstm": "val_accuracy",
-    "ensemble": "val_accuracy",
-    "kelly": "val_uncalibrated_accuracy",
-}
 
 
 def default_worker_argv(job_id: str) -> list[str]:

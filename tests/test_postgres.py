@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from clients.bench import free_port
 from clients.client import MinhosClient
 from export.data import MarketData
 from server.db import OutcomeRow, PredictionRow, RequestRow, close_database, open_database
@@ -24,12 +24,6 @@ from tests.conftest import Trained
 from tests.server_harness import live_index, window
 
 BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_postgres(*argv: str) -> list[str]:
@@ -49,7 +43,7 @@ def postgres_url() -> Iterator[str]:
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         _as_postgres(
             str(BIN / "postgres"),
@@ -114,7 +108,7 @@ def test_two_replicas_share_one_postgres_database(
     close_database()
 
     replicas = []
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     for i, port in enumerate(ports):
         env = {
             **os.environ,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clients.bench import free_port
 from clients.client import MinhosClient
 from export.data import MarketData
 from server.db import PredictionRow, open_database
@@ -21,16 +21,10 @@ from tests.conftest import Trained
 from tests.server_harness import live_index, window
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_server_process_drains_on_sigterm_without_torch(
     trained: Trained, sp500: MarketData
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MINHOS_SERVER_PORT": str(port),
