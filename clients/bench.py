@@ -753,7 +753,7 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) ->
             "persistence on / off throughput >= 0.9",
             r["persistence on / off throughput"] >= 0.9,
             f"{on_total.throughput:.0f} / {off_total.throughput:.0f} req/s = "
-            f"{r['persistence on / off throughput']:.2f}",
+            f"{r['persistence on / off throughput']:.3f}",
         ),
         Check(
             "ready (health SERVING) <= 3 s from process start",
@@ -783,7 +783,7 @@ def format_report(report: Report) -> str:
             f"  {row.note}"
         )
     lines.append("")
-    lines += [f"{name}: {value:.2f}" for name, value in report.ratios.items()]
+    lines += [f"{name}: {value:.3f}" for name, value in report.ratios.items()]
     lines.append("")
     lines += [
         f"{'PASS' if check.ok else 'FAIL'}  {check.name}  ({check.detail})"
