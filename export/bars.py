@@ -37,18 +37,24 @@ def _first(mask: npt.NDArray[np.bool_]) -> tuple[int, int] | None:
     return int(row), int(col)
 
 
-def all_valid(ohlcv: FloatArray, times: npt.NDArray[np.datetime64] | None = None) -> bool:
-    """True when :func:`validate_ohlcv` would pass: a few vector operations, no diagnosis."""
+def valid_rows(ohlcv: FloatArray) -> npt.NDArray[np.bool_]:
+    """Per bar, True where :func:`validate_ohlcv` would find nothing wrong (times aside)."""
     with np.errstate(invalid="ignore"):  # NaN compares False, which is what we want here
         o, h, lo, c, v = ohlcv.T
-        ok = bool(
-            np.isfinite(ohlcv).all()
-            and (lo > 0).all()
-            and (v >= 0).all()
-            and (h >= np.maximum(o, c)).all()
-            and (lo <= np.minimum(o, c)).all()
-            and (h >= lo).all()
+        # low > 0 with low <= open, close <= high makes every price positive and high >= low.
+        ok: npt.NDArray[np.bool_] = (
+            np.isfinite(ohlcv).all(axis=1)
+            & (lo > 0)
+            & (v >= 0)
+            & (h >= np.maximum(o, c))
+            & (lo <= np.minimum(o, c))
         )
+    return ok
+
+
+def all_valid(ohlcv: FloatArray, times: npt.NDArray[np.datetime64] | None = None) -> bool:
+    """True when :func:`validate_ohlcv` would pass: a few vector operations, no diagnosis."""
+    ok = bool(valid_rows(ohlcv).all())
     if ok and times is not None:
         ok = len(times) == len(ohlcv) and bool((np.diff(times.astype(np.int64)) > 0).all())
     return ok

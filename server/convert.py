@@ -7,7 +7,6 @@ import json
 from collections.abc import Sequence
 
 import numpy as np
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from minhos.v1 import calibration_pb2, common_pb2, inference_pb2, monitoring_pb2, retrain_pb2
@@ -20,7 +19,8 @@ from server.dataplane import (
     Outcome,
     Prediction,
     PredictionRecord,
-    StreamItem,
+    StreamBars,
+    StreamStep,
 )
 from server.db import JobRow, ModelVersionRow
 from server.errors import InvalidArgument
@@ -42,28 +42,29 @@ STAGE = {
 }
 
 
-def timestamp(value: dt.datetime | None) -> Timestamp | None:
-    """Naive datetimes are UTC, our convention. Arithmetic on the timedelta: Timestamp's own
-    FromDatetime goes through time tuples and costs several times more, on every response."""
-    if value is None:
-        return None
+def set_time(stamp: Timestamp, value: dt.datetime) -> None:
+    """Fills ``stamp`` in place; naive datetimes are UTC, our convention. Arithmetic on the
+    timedelta: Timestamp's own FromDatetime goes through time tuples and costs several times
+    more, on every response."""
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
     delta = value - EPOCH
-    seconds = delta.days * 86_400 + delta.seconds
-    return Timestamp(seconds=seconds, nanos=delta.microseconds * 1000)
+    stamp.seconds = delta.days * 86_400 + delta.seconds
+    stamp.nanos = delta.microseconds * 1000
+
+
+def timestamp(value: dt.datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    out = Timestamp()
+    set_time(out, value)
+    return out
 
 
 def from_timestamp(stamp: Timestamp) -> dt.datetime | None:
     if stamp.seconds == 0 and stamp.nanos == 0:
         return None
     return stamp.ToDatetime()
-
-
-def duration(seconds: float) -> Duration:
-    d = Duration()
-    d.FromNanoseconds(int(seconds * 1e9))
-    return d
 
 
 def bars_in(bars: Sequence[common_pb2.Bar]) -> tuple[IntArray, FloatArray]:
@@ -100,46 +101,66 @@ def window_in(request: inference_pb2.PredictRequest) -> tuple[IntArray, FloatArr
     return (*bars_in(request.bars), "bars")
 
 
-def stream_item(request: inference_pb2.StreamRequest, index: int) -> StreamItem:
-    bar = request.bar
-    ohlcv = np.array((bar.open, bar.high, bar.low, bar.close, bar.volume))
-    return StreamItem(request.symbol, bar.time.seconds, ohlcv, index)
+def stream_bars(requests: Sequence[inference_pb2.StreamRequest], first_index: int) -> StreamBars:
+    bars = [r.bar for r in requests]
+    times = np.fromiter((b.time.seconds for b in bars), dtype=np.int64, count=len(bars))
+    ohlcv = np.array([(b.open, b.high, b.low, b.close, b.volume) for b in bars], dtype=np.float64)
+    return StreamBars([r.symbol for r in requests], times, ohlcv.reshape(len(bars), 5), first_index)
+
+
+# Responses are filled field by field in place: a stream builds one per bar, and nested messages
+# built from keyword arguments cost three times as much (each is built, then copied in).
+
+
+def fill_prediction(out: inference_pb2.PredictResponse, p: Prediction) -> None:
+    out.prediction_id = p.id
+    out.symbol = p.symbol
+    set_time(out.bar_time, p.bar_time)
+    out.direction = common_pb2.DIRECTION_UP if p.direction > 0 else common_pb2.DIRECTION_DOWN
+    out.probability_up = p.probability_up
+    out.confidence = p.confidence
+    lstm, ensemble = out.lstm, out.ensemble
+    lstm.kind = common_pb2.MODEL_KIND_LSTM
+    lstm.version = p.versions["lstm"]
+    lstm.probability_up = p.lstm_probability
+    ensemble.kind = common_pb2.MODEL_KIND_ENSEMBLE
+    ensemble.version = p.versions["ensemble"]
+    ensemble.probability_up = p.ensemble_probability
+    out.agreement = p.agreement
+    out.kelly_fraction = p.kelly_fraction
+    out.kelly_version = p.versions["kelly"]
+    out.server_latency.seconds, out.server_latency.nanos = divmod(int(p.latency_s * 1e9), 10**9)
+
+
+def fill_outcome(out: inference_pb2.Outcome, o: Outcome) -> None:
+    out.prediction_id = o.prediction_id
+    out.realized_return = o.realized_return
+    out.actual_direction = common_pb2.DIRECTION_UP if o.actual_up else common_pb2.DIRECTION_DOWN
+    out.hit = o.hit
+    out.position_return = o.position_return
+    set_time(out.resolved_at, o.resolved_at)
 
 
 def prediction_out(p: Prediction) -> inference_pb2.PredictResponse:
-    return inference_pb2.PredictResponse(
-        prediction_id=p.id,
-        symbol=p.symbol,
-        bar_time=timestamp(p.bar_time),
-        direction=common_pb2.DIRECTION_UP if p.direction > 0 else common_pb2.DIRECTION_DOWN,
-        probability_up=p.probability_up,
-        confidence=p.confidence,
-        lstm=inference_pb2.ModelOutput(
-            kind=common_pb2.MODEL_KIND_LSTM,
-            version=p.versions["lstm"],
-            probability_up=p.lstm_probability,
-        ),
-        ensemble=inference_pb2.ModelOutput(
-            kind=common_pb2.MODEL_KIND_ENSEMBLE,
-            version=p.versions["ensemble"],
-            probability_up=p.ensemble_probability,
-        ),
-        agreement=p.agreement,
-        kelly_fraction=p.kelly_fraction,
-        kelly_version=p.versions["kelly"],
-        server_latency=duration(p.latency_s),
-    )
+    out = inference_pb2.PredictResponse()
+    fill_prediction(out, p)
+    return out
 
 
 def outcome_out(o: Outcome) -> inference_pb2.Outcome:
-    return inference_pb2.Outcome(
-        prediction_id=o.prediction_id,
-        realized_return=o.realized_return,
-        actual_direction=common_pb2.DIRECTION_UP if o.actual_up else common_pb2.DIRECTION_DOWN,
-        hit=o.hit,
-        position_return=o.position_return,
-        resolved_at=timestamp(o.resolved_at),
-    )
+    out = inference_pb2.Outcome()
+    fill_outcome(out, o)
+    return out
+
+
+def stream_response_out(step: StreamStep) -> inference_pb2.StreamResponse:
+    out = inference_pb2.StreamResponse(symbol=step.symbol, bars_needed=step.bars_needed)
+    set_time(out.bar_time, step.bar_time)
+    if step.prediction is not None:
+        fill_prediction(out.prediction, step.prediction)
+    if step.resolved is not None:
+        fill_outcome(out.resolved, step.resolved)
+    return out
 
 
 def record_out(r: PredictionRecord) -> inference_pb2.PredictionRecord:

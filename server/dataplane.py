@@ -11,15 +11,15 @@ import re
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from export.bars import CLOSE, BarError, all_valid, validate_ohlcv
-from export.features import FEATURE_NAMES
+from export.bars import CLOSE, BarError, valid_rows, validate_ohlcv
+from export.features import FEATURE_NAMES, LOOKBACK, window_features_batch
 from server.config import Config
 from server.db import (
     BarRow,
@@ -31,7 +31,7 @@ from server.db import (
     utcnow,
 )
 from server.errors import InvalidArgument, MinhosError, NotFound, Unavailable
-from server.inference import ModelHolder, ModelSet
+from server.inference import ModelHolder, ModelSet, Scored
 from server.persistence import BatchWriter
 from server.registry import ModelNotFoundError
 
@@ -47,6 +47,29 @@ SYMBOL_PATTERN = re.compile(r"[A-Za-z0-9.\-^_]+")
 #: Recent predictions kept in memory (a few MB) so outcomes resolve without a database read, even
 #: before the batched writer has stored the prediction; older ones are read back from the database.
 RECENT_PREDICTIONS = 20_000
+
+
+#: Columns of the rows queued for the batched writer, in the order of their tuples.
+PREDICTION_COLUMNS = (
+    "id",
+    "symbol",
+    "bar_time",
+    "created_at",
+    "direction",
+    "probability_up",
+    "confidence",
+    "lstm_probability",
+    "ensemble_probability",
+    "agreement",
+    "kelly_fraction",
+    "lstm_version",
+    "ensemble_version",
+    "kelly_version",
+    "latency_ms",
+)
+OUTCOME_COLUMNS = ("prediction", "realized_return", "hit", "position_return", "resolved_at")
+BAR_COLUMNS = ("symbol", "time", "open", "high", "low", "close", "volume")
+REQUEST_COLUMNS = ("method", "code", "latency_ms", "created_at", "market_time", "messages")
 
 
 @dataclass(frozen=True)
@@ -199,76 +222,104 @@ class DataPlane:
         except BarError as exc:
             at = None if exc.row is None else exc.row + base
             raise InvalidArgument(exc.text, field=field_of(form, at, exc.column)) from None
-        return self._score(symbol, int(times[-1]), ohlcv, models, began)
+        (prediction,) = self._record_predictions(
+            [symbol],
+            [to_datetime(int(times[-1]))],
+            [float(ohlcv[-1, CLOSE])],
+            models.score(ohlcv[None]),
+            began,
+        )
+        return prediction
 
-    def _score(
-        self, symbol: str, bar_time: int, window: FloatArray, models: ModelSet, began: float
-    ) -> Prediction:
-        return self._score_many([symbol], [bar_time], window[None, :, :], models, began)[0]
-
-    def _score_many(
+    def _record_predictions(
         self,
         symbols: list[str],
-        bar_times: list[int],
-        windows: FloatArray,
-        models: ModelSet,
+        bar_times: list[dt.datetime],
+        closes: list[float],
+        scored: Scored,
         began: float,
     ) -> list[Prediction]:
-        """Scores a batch of windows (k, bars_required, 5) with one model set: one pass of the
-        feature code and one run of each ONNX session, however many predictions."""
-        scored = models.score(windows)
+        """Predictions from a scored batch (one per symbol, bar time and close),
+        remembered for outcome resolution and queued for storage."""
         fused = scored.fused
         latency = time.perf_counter() - began
         created = self.clock()
         versions = scored.versions
-        predictions = []
-        for i, (symbol, bar_time) in enumerate(zip(symbols, bar_times, strict=True)):
-            prediction = Prediction(
+        predictions = [
+            Prediction(
                 id=uuid.uuid4().hex,
                 symbol=symbol,
-                bar_time=to_datetime(bar_time),
-                direction=int(fused.direction[i]),
-                probability_up=float(fused.probability_up[i]),
-                confidence=float(fused.confidence[i]),
-                lstm_probability=float(scored.p_lstm[i]),
-                ensemble_probability=float(scored.p_ensemble[i]),
-                agreement=float(fused.agreement[i]),
-                kelly_fraction=float(scored.kelly_fraction[i]),
+                bar_time=bar_time,
+                direction=int(direction),
+                probability_up=probability_up,
+                confidence=confidence,
+                lstm_probability=p_lstm,
+                ensemble_probability=p_ensemble,
+                agreement=agreement,
+                kelly_fraction=kelly_fraction,
                 versions=versions,
                 latency_s=latency,
-                close=float(windows[i, -1, CLOSE]),
+                close=close,
             )
-            predictions.append(prediction)
-            self._remember(prediction)
-            if self.market_now is None or prediction.bar_time > self.market_now:
-                self.market_now = prediction.bar_time
-            self.writer.put(
-                PredictionRow,
-                {
-                    "id": prediction.id,
-                    "symbol": symbol,
-                    "bar_time": prediction.bar_time,
-                    "created_at": created,
-                    "direction": prediction.direction,
-                    "probability_up": prediction.probability_up,
-                    "confidence": prediction.confidence,
-                    "lstm_probability": prediction.lstm_probability,
-                    "ensemble_probability": prediction.ensemble_probability,
-                    "agreement": prediction.agreement,
-                    "kelly_fraction": prediction.kelly_fraction,
-                    "lstm_version": versions["lstm"],
-                    "ensemble_version": versions["ensemble"],
-                    "kelly_version": versions["kelly"],
-                    "latency_ms": latency * 1e3,
-                },
+            for (
+                symbol,
+                bar_time,
+                close,
+                direction,
+                probability_up,
+                confidence,
+                p_lstm,
+                p_ensemble,
+                agreement,
+                kelly_fraction,
+            ) in zip(
+                symbols,
+                bar_times,
+                closes,
+                fused.direction.tolist(),
+                fused.probability_up.tolist(),
+                fused.confidence.tolist(),
+                scored.p_lstm.tolist(),
+                scored.p_ensemble.tolist(),
+                fused.agreement.tolist(),
+                scored.kelly_fraction.tolist(),
+                strict=True,
             )
-        return predictions
-
-    def _remember(self, prediction: Prediction) -> None:
+        ]
         with self._lock:
-            self._recent[prediction.id] = prediction
-            if len(self._recent) > RECENT_PREDICTIONS:
+            for prediction in predictions:
+                self._recent[prediction.id] = prediction
+            while len(self._recent) > RECENT_PREDICTIONS:
                 self._recent.popitem(last=False)
+            latest = max(predictions, key=lambda p: p.bar_time).bar_time
+            if self.market_now is None or latest > self.market_now:
+                self.market_now = latest
+        lstm, ensemble, kelly = versions["lstm"], versions["ensemble"], versions["kelly"]
+        self.writer.put(
+            PredictionRow,
+            PREDICTION_COLUMNS,
+            [
+                (
+                    p.id,
+                    p.symbol,
+                    p.bar_time,
+                    created,
+                    p.direction,
+                    p.probability_up,
+                    p.confidence,
+                    p.lstm_probability,
+                    p.ensemble_probability,
+                    p.agreement,
+                    p.kelly_fraction,
+                    lstm,
+                    ensemble,
+                    kelly,
+                    latency * 1e3,
+                )
+                for p in predictions
+            ],
+        )
+        return predictions
 
     # -- outcomes ----------------------------------------------------------------------------
 
@@ -303,22 +354,22 @@ class DataPlane:
             if known is not None:
                 return known, True
             outcome = outcome_of(prediction, realized_return, resolved_at or self.clock())
-            self._store_outcome(outcome)
+            self._store_outcomes([outcome])
         return outcome, False
 
-    def _store_outcome(self, outcome: Outcome) -> None:
-        self._resolved[outcome.prediction_id] = outcome
-        if len(self._resolved) > RECENT_PREDICTIONS:
+    def _store_outcomes(self, outcomes: list[Outcome]) -> None:
+        """Call with ``_lock`` held."""
+        for outcome in outcomes:
+            self._resolved[outcome.prediction_id] = outcome
+        while len(self._resolved) > RECENT_PREDICTIONS:
             self._resolved.popitem(last=False)
         self.writer.put(
             OutcomeRow,
-            {
-                "prediction": outcome.prediction_id,
-                "realized_return": outcome.realized_return,
-                "hit": outcome.hit,
-                "position_return": outcome.position_return,
-                "resolved_at": outcome.resolved_at,
-            },
+            OUTCOME_COLUMNS,
+            [
+                (o.prediction_id, o.realized_return, o.hit, o.position_return, o.resolved_at)
+                for o in outcomes
+            ],
         )
 
     # -- PredictStream -----------------------------------------------------------------------
@@ -369,17 +420,18 @@ class DataPlane:
         return records
 
     def record_request(
-        self, method: str, code: str, latency_s: float, market_time: dt.datetime | None
+        self,
+        method: str,
+        code: str,
+        latency_s: float,
+        market_time: dt.datetime | None,
+        messages: int = 1,
     ) -> None:
+        """``messages``: how many requests the row stands for (a stream's batch is one row)."""
         self.writer.put(
             RequestRow,
-            {
-                "method": method,
-                "code": code,
-                "latency_ms": latency_s * 1e3,
-                "created_at": self.clock(),
-                "market_time": market_time,
-            },
+            REQUEST_COLUMNS,
+            [(method, code, latency_s * 1e3, self.clock(), market_time, messages)],
         )
 
     def database_ok(self) -> bool:
@@ -393,126 +445,171 @@ class DataPlane:
 
 @dataclass
 class _SymbolState:
-    """A symbol's recent bars in a numpy buffer (the window is a slice, not a rebuild)."""
+    """A symbol's recent bars and their feature vectors, row for row, in numpy buffers: a new bar
+    costs one feature vector, and a window is a slice."""
 
     bars: FloatArray
+    features: FloatArray
     count: int = 0
+    #: First row with a feature vector (a bar with a full lookback behind it).
+    features_from: int = LOOKBACK - 1
     last_time: int = 0
     pending: Prediction | None = None
 
-    def append(self, bar: FloatArray, keep: int) -> None:
-        if self.count == len(self.bars):
-            # Full: keep the newest ``keep`` bars at the front and go on.
-            self.bars[:keep] = self.bars[self.count - keep : self.count]
-            self.count = keep
-        self.bars[self.count] = bar
-        self.count += 1
+    @classmethod
+    def empty(cls, capacity: int) -> _SymbolState:
+        return cls(np.empty((capacity, 5)), np.empty((capacity, len(FEATURE_NAMES))))
+
+    def reserve(self, rows: int, keep: int) -> None:
+        """Room for ``rows`` more bars; when full, only the newest ``keep`` stay (moved to the
+        front, so rows appended afterwards keep their index until the next call)."""
+        if self.count + rows <= len(self.bars):
+            return
+        keep = min(keep, self.count)
+        shift = self.count - keep
+        size = max(len(self.bars), keep + rows)
+        bars, features = np.empty((size, 5)), np.empty((size, len(FEATURE_NAMES)))
+        bars[:keep] = self.bars[shift : self.count]
+        features[:keep] = self.features[shift : self.count]
+        self.bars, self.features = bars, features
+        self.count = keep
+        self.features_from = max(0, self.features_from - shift)
 
 
 @dataclass(frozen=True)
-class StreamItem:
-    symbol: str
-    time_s: int
-    bar: FloatArray
-    #: Position of the request in the stream, for error messages.
-    index: int
+class StreamBars:
+    """Stream requests that arrived together, as arrays."""
+
+    symbols: list[str]
+    #: Bar times, epoch seconds, (k,).
+    times: IntArray
+    #: (k, 5) OHLCV.
+    ohlcv: FloatArray
+    #: Position of the first request in the stream, for error messages.
+    first_index: int
 
 
 @dataclass
 class StreamSession:
-    """Per-stream state: a rolling buffer of bars per symbol and each symbol's open prediction.
+    """Per-stream state: each symbol's recent bars, their features and its open prediction.
 
-    Requests that arrive together (a pipelining client) are scored as one batch: the feature code
-    and each ONNX session run once for the batch, and outcomes are resolved in arrival order."""
+    Requests that arrive together (a pipelining client) are scored as one batch: one pass of the
+    feature code (one vector per new bar; the rest of each window was computed with earlier bars,
+    by the same function over the same bars) and one run of each ONNX session, and outcomes are
+    resolved in arrival order."""
 
     plane: DataPlane
     symbols: dict[str, _SymbolState] = field(default_factory=dict)
-    #: Bars kept per symbol: enough for any window a hot-swapped model could ask for.
+    #: Bars kept per symbol before the buffer is compacted.
     capacity: int = 1024
 
-    def _accept(self, item: StreamItem, bars_checked: bool) -> _SymbolState:
-        self.plane.check_symbol(item.symbol, f"requests[{item.index}].symbol")
-        where = f"requests[{item.index}].bar"
-        if item.time_s <= 0:
-            raise InvalidArgument("time is not set", field=f"{where}.time")
-        if not bars_checked:
-            try:
-                validate_ohlcv(item.bar[None, :], row_labels=[where])
-            except BarError as exc:
-                raise InvalidArgument(
-                    exc.text, field=f"{where}.{exc.column}" if exc.column else where
-                ) from None
-        state = self.symbols.get(item.symbol)
+    def _state(self, symbol: str, where: str) -> _SymbolState:
+        state = self.symbols.get(symbol)
         if state is None:
-            state = self.symbols[item.symbol] = _SymbolState(np.empty((self.capacity, 5)))
-        if state.count and item.time_s <= state.last_time:
-            raise InvalidArgument(
-                f"bar time {to_datetime(item.time_s)} is not after the previous {item.symbol} "
-                f"bar's {to_datetime(state.last_time)}",
-                field=f"{where}.time",
-            )
+            self.plane.check_symbol(symbol, f"{where}.symbol")
+            state = self.symbols[symbol] = _SymbolState.empty(self.capacity)
         return state
 
-    def step_many(self, items: list[StreamItem]) -> tuple[list[StreamStep], MinhosError | None]:
-        """Steps for the valid prefix of ``items``, and the error of the first invalid one."""
+    @staticmethod
+    def _first_bad_bar(bars: StreamBars) -> tuple[int, MinhosError] | None:
+        """The first request whose bar is malformed, and why: one vectorised check for the batch,
+        and a diagnosis of that one bar only if it fails."""
+        ok = valid_rows(bars.ohlcv) & (bars.times > 0)
+        if ok.all():
+            return None
+        row = int(np.argmin(ok))
+        where = f"requests[{bars.first_index + row}].bar"
+        if bars.times[row] <= 0:
+            return row, InvalidArgument("time is not set", field=f"{where}.time")
+        try:
+            validate_ohlcv(bars.ohlcv[row : row + 1])
+        except BarError as exc:
+            name = f"{where}.{exc.column}" if exc.column else where
+            return row, InvalidArgument(exc.text, field=name)
+        raise AssertionError("valid_rows and validate_ohlcv disagree")  # pragma: no cover
+
+    def step_many(self, bars: StreamBars) -> tuple[list[StreamStep], MinhosError | None]:
+        """Steps for the valid prefix of ``bars``, and the error of the first invalid one."""
         began = time.perf_counter()
         plane = self.plane
         models = plane.models()
-        need = models.bars_required
-        error: MinhosError | None = None
-        accepted: list[tuple[StreamItem, _SymbolState, int]] = []  # (item, state, bars missing)
-        windows: list[FloatArray] = []
-        # One vectorised check for the whole batch; bars are diagnosed one by one only if it fails.
-        checked = bool(items) and all_valid(np.stack([item.bar for item in items]))
-        for item in items:
+        window, keep = models.window, models.bars_required
+        bad = self._first_bad_bar(bars)
+        stop, error = bad if bad is not None else (len(bars.symbols), None)
+        times = bars.times.tolist()
+        counts = Counter(bars.symbols[:stop])
+        reserved: set[str] = set()
+        # (symbol, state, row in the state's buffers, bar time), in arrival order
+        accepted: list[tuple[str, _SymbolState, int, dt.datetime]] = []
+        for i in range(stop):
+            symbol, bar_time = bars.symbols[i], times[i]
+            where = f"requests[{bars.first_index + i}].bar"
             try:
-                state = self._accept(item, checked)
+                state = self._state(symbol, f"requests[{bars.first_index + i}]")
+                if state.count and bar_time <= state.last_time:
+                    raise InvalidArgument(
+                        f"bar time {to_datetime(bar_time)} is not after the previous {symbol} "
+                        f"bar's {to_datetime(state.last_time)}",
+                        field=f"{where}.time",
+                    )
             except MinhosError as exc:
                 error = exc
                 break
-            state.append(item.bar, need)
-            state.last_time = item.time_s
-            plane.writer.put(
-                BarRow,
-                {
-                    "symbol": item.symbol,
-                    "time": to_datetime(item.time_s),
-                    "open": item.bar[0],
-                    "high": item.bar[1],
-                    "low": item.bar[2],
-                    "close": item.bar[3],
-                    "volume": item.bar[4],
-                },
+            if symbol not in reserved:
+                state.reserve(counts[symbol], keep)
+                reserved.add(symbol)
+            state.bars[state.count] = bars.ohlcv[i]
+            state.count += 1
+            state.last_time = bar_time
+            accepted.append((symbol, state, state.count - 1, to_datetime(bar_time)))
+        self._add_features(accepted)
+        ready = [a for a in accepted if a[2] + 1 - window >= a[1].features_from]
+        predictions = iter(
+            plane._record_predictions(
+                [symbol for symbol, _, _, _ in ready],
+                [t for _, _, _, t in ready],
+                [float(state.bars[row, CLOSE]) for _, state, row, _ in ready],
+                models.score_features(
+                    np.stack(
+                        [state.features[row + 1 - window : row + 1] for _, state, row, _ in ready]
+                    )
+                ),
+                began,
             )
-            missing = max(0, need - state.count)
-            if not missing:
-                windows.append(state.bars[state.count - need : state.count].copy())
-            accepted.append((item, state, missing))
-        ready = [(item.symbol, item.time_s) for item, _, missing in accepted if not missing]
-        scored = (
-            plane._score_many(
-                [s for s, _ in ready], [t for _, t in ready], np.stack(windows), models, began
-            )
-            if windows
+            if ready
             else []
         )
-        predictions = iter(scored)
-        steps = []
-        for item, state, missing in accepted:
-            bar_time = to_datetime(item.time_s)
-            resolved = None
-            if state.pending is not None:
+        plane.writer.put(
+            BarRow,
+            BAR_COLUMNS,
+            [(symbol, t, *bars.ohlcv[i].tolist()) for i, (symbol, _, _, t) in enumerate(accepted)],
+        )
+        steps, outcomes = [], []
+        with plane._lock:  # a RecordOutcome call may have resolved a pending prediction already
+            for symbol, state, row, at in accepted:
+                resolved = None
                 previous = state.pending
-                realized = float(item.bar[CLOSE]) / previous.close - 1.0
-                with plane._lock:
-                    if previous.id not in plane._resolved:
-                        resolved = outcome_of(previous, realized, bar_time)
-                        plane._store_outcome(resolved)
-                state.pending = None
-            prediction = None if missing else next(predictions)
-            state.pending = prediction
-            steps.append(StreamStep(item.symbol, bar_time, prediction, missing, resolved))
+                if previous is not None and previous.id not in plane._resolved:
+                    realized = float(state.bars[row, CLOSE]) / previous.close - 1.0
+                    resolved = outcome_of(previous, realized, at)
+                    outcomes.append(resolved)
+                missing = max(0, state.features_from + window - row - 1)
+                state.pending = None if missing else next(predictions)
+                steps.append(StreamStep(symbol, at, state.pending, missing, resolved))
+            if outcomes:
+                plane._store_outcomes(outcomes)
         return steps, error
+
+    @staticmethod
+    def _add_features(accepted: list[tuple[str, _SymbolState, int, dt.datetime]]) -> None:
+        """The feature vector of each new bar that has a full lookback, in one batch."""
+        new = [(state, row) for _, state, row, _ in accepted if row >= LOOKBACK - 1]
+        if not new:
+            return
+        lookbacks = np.stack([state.bars[row + 1 - LOOKBACK : row + 1] for state, row in new])
+        vectors = window_features_batch(lookbacks, 1)[:, 0, :]
+        for (state, row), vector in zip(new, vectors, strict=True):
+            state.features[row] = vector
 
 
 def prediction_from_row(row: PredictionRow) -> Prediction:

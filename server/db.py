@@ -95,6 +95,8 @@ class RequestRow(BaseModel):
     latency_ms = pw.DoubleField()
     created_at = pw.DateTimeField(default=utcnow, index=True)
     market_time = pw.DateTimeField(null=True, index=True)
+    #: Messages the row stands for: a stream's batch is one row; NULL (older databases) is one.
+    messages = pw.IntegerField(null=True)
 
 
 class MetricRow(BaseModel):

@@ -76,7 +76,12 @@ class ModelSet:
 
     def score(self, windows: FloatArray) -> Scored:
         """``windows``: (batch, bars_required, 5) OHLCV, already validated."""
-        seqs = window_features_batch(windows, self.window).astype(np.float32)
+        return self.score_features(window_features_batch(windows, self.window))
+
+    def score_features(self, sequences: FloatArray) -> Scored:
+        """``sequences``: (batch, window, F) feature vectors, oldest first (a stream keeps them
+        per symbol instead of recomputing the whole window for every bar)."""
+        seqs = sequences.astype(np.float32)
         p_lstm = np.asarray(
             self._lstm.run([LSTM_OUTPUT], {INPUT: seqs})[0], dtype=np.float64
         ).reshape(-1)

@@ -300,13 +300,14 @@ class Monitor:
         cond = (RequestRow.market_time.is_null(False) & within(RequestRow.market_time)) | (
             RequestRow.market_time.is_null() & within(RequestRow.created_at)
         )
-        total = RequestRow.select().where(cond).count()
+        messages = pw.fn.SUM(pw.fn.COALESCE(RequestRow.messages, 1))
+        total = RequestRow.select(messages).where(cond).scalar()
         errors = (
-            RequestRow.select()
+            RequestRow.select(messages)
             .where(cond & RequestRow.code.in_(sorted(SERVER_ERROR_CODES)))
-            .count()
+            .scalar()
         )
-        return _Requests(int(total), int(errors))
+        return _Requests(int(total or 0), int(errors or 0))
 
     # ---- metrics -------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ interval's worth of rows (0.2 s by default).
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -24,18 +25,25 @@ log = logging.getLogger("minhos.persistence")
 MAX_BACKLOG = 200_000
 
 
+#: A queued write: rows of one table, as tuples in the order of ``columns``.
+Item = tuple[type[BaseModel], tuple[str, ...], list[tuple[Any, ...]]]
+
+
 class BatchWriter:
+    """Rows arrive as tuples of values the database driver binds as they are (str, int, float,
+    bool, naive datetime, None): producers build them once, and the writer thread does no
+    per-value conversion under the GIL that requests need."""
+
     def __init__(self, interval_s: float, max_rows: int, *, enabled: bool = True) -> None:
         self.interval_s = interval_s
         self.max_rows = max_rows
         self.enabled = enabled
-        self._queue: queue.SimpleQueue[tuple[type[BaseModel], dict[str, Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._backlog: list[tuple[type[BaseModel], dict[str, Any]]] = []
+        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self._backlog: list[Item] = []
         self._flushed = threading.Condition()
         self._written = 0
         self._enqueued = 0
+        self._count_lock = threading.Lock()  # put() runs on many request threads
         self.dropped = 0
         self.last_error = ""
         self._thread = threading.Thread(target=self._run, name="minhos-writer", daemon=True)
@@ -43,14 +51,18 @@ class BatchWriter:
         if enabled:
             self._thread.start()
 
-    def put(self, table: type[BaseModel], row: dict[str, Any]) -> None:
-        if self.enabled and not self._closed:
-            self._enqueued += 1
-            self._queue.put((table, row))
+    def put(
+        self, table: type[BaseModel], columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    ) -> None:
+        if self.enabled and not self._closed and rows:
+            with self._count_lock:
+                self._enqueued += len(rows)
+            self._queue.put((table, columns, rows))
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize() + len(self._backlog)
+        """Rows waiting to be written."""
+        return self._enqueued - self._written - self.dropped
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Blocks until everything enqueued before the call is written (tests, RecordOutcome)."""
@@ -78,8 +90,9 @@ class BatchWriter:
         while not stop:
             batch = self._backlog
             self._backlog = []
+            rows = sum(len(item[2]) for item in batch)
             deadline = time.monotonic() + self.interval_s
-            while len(batch) < self.max_rows:
+            while rows < self.max_rows:
                 try:
                     item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
@@ -88,6 +101,7 @@ class BatchWriter:
                     stop = True
                     break
                 batch.append(item)
+                rows += len(item[2])
             if stop:  # drain whatever is left
                 while True:
                     try:
@@ -100,54 +114,51 @@ class BatchWriter:
                 self._write(batch)
         database.close()
 
-    def _write(self, batch: list[tuple[type[BaseModel], dict[str, Any]]]) -> None:
-        groups: dict[tuple[type[BaseModel], tuple[str, ...]], list[dict[str, Any]]] = defaultdict(
+    def _write(self, batch: list[Item]) -> None:
+        groups: dict[tuple[type[BaseModel], tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(
             list
         )
-        for table, row in batch:
-            groups[table, tuple(row)].append(row)
+        for table, columns, rows in batch:
+            groups[table, columns].extend(rows)
+        count = sum(len(rows) for rows in groups.values())
         try:
             database.connect(reuse_if_open=True)
             with database.atomic():
                 cursor = database.cursor()
                 # Insertion order matters for foreign keys: predictions before their outcomes.
                 for table, columns in sorted(groups, key=lambda key: _ORDER[key[0]]):
-                    sql, fields = _insert_sql(table, columns)
                     cursor.executemany(
-                        sql,
-                        [
-                            tuple(f.db_value(row[c]) for f, c in zip(fields, columns, strict=True))
-                            for row in groups[table, columns]
-                        ],
+                        _insert_sql(table, columns, database.param), groups[table, columns]
                     )
         except Exception as exc:
             self.last_error = str(exc)
-            log.error(
-                "batched write failed; will retry", extra={"rows": len(batch), "error": str(exc)}
-            )
-            keep = batch[-MAX_BACKLOG:]
-            self.dropped += len(batch) - len(keep)
-            self._backlog = keep
+            log.error("batched write failed; will retry", extra={"rows": count, "error": str(exc)})
+            keep: list[Item] = []
+            kept = 0
+            for item in reversed(batch):  # the newest rows, up to MAX_BACKLOG
+                if kept + len(item[2]) > MAX_BACKLOG:
+                    break
+                keep.append(item)
+                kept += len(item[2])
+            self.dropped += count - kept
+            self._backlog = keep[::-1]
             time.sleep(min(1.0, self.interval_s * 5))
             return
         self.last_error = ""
         with self._flushed:
-            self._written += len(batch)
+            self._written += count
             self._flushed.notify_all()
 
 
-def _insert_sql(table: type[BaseModel], columns: tuple[str, ...]) -> tuple[str, list[Any]]:
-    """One parametrised INSERT for executemany. peewee's insert_many builds SQL in Python for every
-    row (about 50 µs a row, under the GIL that requests need); this is built once per batch and
-    group. ON CONFLICT DO NOTHING is understood by SQLite (>= 3.24) and PostgreSQL alike."""
+@functools.cache
+def _insert_sql(table: type[BaseModel], columns: tuple[str, ...], param: str) -> str:
+    """One parametrised INSERT for executemany (peewee's insert_many builds SQL in Python for every
+    row, about 50 µs a row). ON CONFLICT DO NOTHING is understood by SQLite (>= 3.24) and
+    PostgreSQL alike. ``param``: the driver's placeholder (``?`` SQLite, ``%s`` PostgreSQL)."""
     meta = table._meta
-    fields = [meta.fields[c] for c in columns]
-    names = ", ".join(f'"{f.column_name}"' for f in fields)
-    marks = ", ".join([database.param] * len(fields))
-    return (
-        f'INSERT INTO "{meta.table_name}" ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING',
-        fields,
-    )
+    names = ", ".join(f'"{meta.fields[c].column_name}"' for c in columns)
+    marks = ", ".join([param] * len(columns))
+    return f'INSERT INTO "{meta.table_name}" ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING'
 
 
 def _table_order() -> dict[type[BaseModel], int]:

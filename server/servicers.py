@@ -59,11 +59,15 @@ class Base:
         self.plane = plane
         self.telemetry = telemetry
 
-    def _done(self, method: str, code: grpc.StatusCode, began: float) -> None:
+    def _done(self, method: str, code: grpc.StatusCode, began: float, messages: int = 1) -> None:
+        """Accounts for ``messages`` requests served together (a stream's batch) in ``began``'s
+        time: each is counted, and observed with the batch's latency."""
         elapsed = time.perf_counter() - began
-        self.telemetry.requests.labels(method, code.name).inc()
-        self.telemetry.latency.labels(method).observe(elapsed)
-        self.plane.record_request(method, code.name, elapsed, self.plane.market_now)
+        self.telemetry.requests.labels(method, code.name).inc(messages)
+        latency = self.telemetry.latency.labels(method)
+        for _ in range(messages):
+            latency.observe(elapsed)
+        self.plane.record_request(method, code.name, elapsed, self.plane.market_now, messages)
 
     def _abort(
         self, context: grpc.ServicerContext, method: str, exc: Exception, began: float
@@ -144,21 +148,15 @@ class InferenceServicer(Base, inference_pb2_grpc.InferenceServiceServicer):
             requests = [r for r in batch if r is not None]
             began = time.perf_counter()
             try:
-                items = [convert.stream_item(r, index + i) for i, r in enumerate(requests)]
-                steps, error = session.step_many(items)
+                steps, error = session.step_many(convert.stream_bars(requests, index))
             except Exception as exc:
                 self._abort(context, "PredictStream", exc, began)
                 return
             index += len(steps)
+            if steps:
+                self._done("PredictStream", grpc.StatusCode.OK, began, len(steps))
             for step in steps:
-                self._done("PredictStream", grpc.StatusCode.OK, began)
-                yield inference_pb2.StreamResponse(
-                    symbol=step.symbol,
-                    bar_time=convert.timestamp(step.bar_time),
-                    prediction=convert.prediction_out(step.prediction) if step.prediction else None,
-                    bars_needed=step.bars_needed,
-                    resolved=convert.outcome_out(step.resolved) if step.resolved else None,
-                )
+                yield convert.stream_response_out(step)
             if error is not None:
                 self._abort(context, "PredictStream", error, began)
                 return
