@@ -9,10 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -33,6 +32,7 @@ from server.calibration import Strategy
 from server.dataplane import DataPlane
 from server.errors import FailedPrecondition, InvalidArgument, MinhosError, NotFound, Unavailable
 from server.monitor import AlertNotFoundError, Monitor, Source
+from server.pipeline import pipelined
 from server.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ log = logging.getLogger("minhos.rpc")
 
 #: Most stream requests scored together.
 MAX_STREAM_BATCH = 64
+#: Most stream requests read but not yet answered, per stream.
+MAX_IN_FLIGHT = 1024
 
 CODES: dict[type[MinhosError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -52,6 +54,15 @@ CODES: dict[type[MinhosError], grpc.StatusCode] = {
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+
+
+@dataclass(frozen=True)
+class _Replies:
+    """A stream batch's replies, and the error that ended the stream after them, if any."""
+
+    replies: list[inference_pb2.StreamResponse]
+    error: MinhosError | None
+    began: float
 
 
 class Base:
@@ -123,45 +134,32 @@ class InferenceServicer(Base, inference_pb2_grpc.InferenceServiceServicer):
     def PredictStream(
         self, request_iterator: Iterator[inference_pb2.StreamRequest], context: grpc.ServicerContext
     ) -> Iterator[inference_pb2.StreamResponse]:
-        # A reader thread drains the request stream so that requests which arrived together can
-        # be scored as one batch (a pipelining client gets throughput, a live feed gets latency).
-        inbox: queue.SimpleQueue[inference_pb2.StreamRequest | None] = queue.SimpleQueue()
-
-        def read() -> None:
-            try:
-                for request in request_iterator:
-                    inbox.put(request)
-            except Exception:
-                pass
-            inbox.put(None)
-
-        threading.Thread(target=read, name="minhos-stream-reader", daemon=True).start()
         session = self.plane.stream()
         index = 0
-        while True:
-            batch = [inbox.get()]
-            while batch[-1] is not None and len(batch) < MAX_STREAM_BATCH:
-                try:
-                    batch.append(inbox.get_nowait())
-                except queue.Empty:
-                    break
-            requests = [r for r in batch if r is not None]
+
+        def score(requests: list[inference_pb2.StreamRequest]) -> tuple[_Replies, bool]:
+            nonlocal index
             began = time.perf_counter()
-            try:
-                steps, error = session.step_many(convert.stream_bars(requests, index))
-            except Exception as exc:
-                self._abort(context, "PredictStream", exc, began)
-                return
+            steps, error = session.step_many(convert.stream_bars(requests, index))
             index += len(steps)
             if steps:
                 self._done("PredictStream", grpc.StatusCode.OK, began, len(steps))
-            for step in steps:
-                yield convert.stream_response_out(step)
-            if error is not None:
-                self._abort(context, "PredictStream", error, began)
-                return
-            if batch[-1] is None:
-                return
+            replies = [convert.stream_response_out(step) for step in steps]
+            return _Replies(replies, error, began), error is None
+
+        began = time.perf_counter()
+        failure: tuple[Exception, float] | None = None
+        try:
+            for out in pipelined(
+                request_iterator, score, max_batch=MAX_STREAM_BATCH, max_in_flight=MAX_IN_FLIGHT
+            ):
+                yield from out.replies
+                if out.error is not None:
+                    failure = out.error, out.began
+        except Exception as exc:
+            failure = exc, began
+        if failure is not None:
+            self._abort(context, "PredictStream", *failure)
 
     @rpc("RecordOutcome")
     def RecordOutcome(
