@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TypeVar
 
 Req = TypeVar("Req")
@@ -24,7 +24,7 @@ def pipelined(
     *,
     max_batch: int,
     max_in_flight: int,
-) -> Iterator[Out]:
+) -> Generator[Out, None, None]:
     """Yields ``process(batch)`` for successive batches of ``source`` (each up to ``max_batch``
     requests, whatever has arrived), in order. ``process`` returns its output and whether to go
     on: after a False nothing more is processed. An exception in ``process`` is raised here.
