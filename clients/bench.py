@@ -6,6 +6,10 @@ serialized sizes as the real ones, unary Predict and PredictStream against the r
 (persistence on), 8 concurrent unary clients in a separate process against the server with
 persistence on and off, and the serving process's readiness, memory and imports.
 
+The single-client measurements run in interleaved rounds (each round: floor, paced floor, bare
+unary, control, unary Predict, bare stream, PredictStream), so that the machine's drift hits both
+sides of every ratio alike; the stream rows add the server process's CPU time per message.
+
 Every server runs in its own process (``python -m server.main``, as in production) on a scratch
 copy of the registry database, so the benchmark leaves no predictions behind. Without
 ``--repository`` the real default models are trained once into a temporary directory.
@@ -27,13 +31,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -53,8 +56,6 @@ READY_TIMEOUT_S = 30.0
 #: Streaming 20 years of bars advances the market clock past every retraining schedule; a training
 #: job in the middle of a measurement would measure training, so the bench's servers only serve.
 SERVER_DEFAULTS = {"MINHOS_RETRAIN_ENABLED": "false"}
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -83,6 +84,9 @@ class Settings:
     #: Seconds of each 8-client load round, per server; rounds alternate persistence on and off.
     load_seconds: float = 2.5
     rounds: int = 2
+    #: Rounds of the single-client measurements (floor, unary, streams), interleaved; ``calls``
+    #: are split between them.
+    measure_rounds: int = 3
     repository: str = ""
     #: SQLite file holding ``repository``'s registry rows (which versions are deployed).
     database: str = ""
@@ -200,11 +204,20 @@ def sp500_bars() -> tuple[
 # --- the in-process floor ------------------------------------------------------------------------
 
 
-def measure_floor(
-    models: Models, scratch: Path, settings: Settings, stream_count: int
-) -> tuple[Row, Row, Messages]:
-    """``DataPlane.predict`` on the last ``bars_required`` bars, persistence off; also builds the
-    real messages (their serialized sizes drive the bare server)."""
+@dataclass(frozen=True)
+class Floor:
+    """``DataPlane.predict`` on the last ``bars_required`` bars, persistence off: the in-process
+    floor, called between the RPC measurements of each round."""
+
+    predict: Callable[[], object]
+    bars: int
+
+
+@contextmanager
+def floor_plane(
+    models: Models, scratch: Path, stream_count: int
+) -> Iterator[tuple[Floor, Messages]]:
+    """The floor, and the real messages (their serialized sizes drive the bare server)."""
     from server import convert
     from server.config import load_config
     from server.dataplane import DataPlane, outcome_of
@@ -225,48 +238,33 @@ def measure_floor(
         holder = ModelHolder(ModelRepository(models.repository), config)
         if not holder.reload():
             raise RuntimeError(f"cannot load the models: {holder.last_error}")
-        writer = BatchWriter(1.0, 1, enabled=False)
-        plane = DataPlane(config, holder, writer)
+        plane = DataPlane(config, holder, BatchWriter(1.0, 1, enabled=False))
         need = holder.current.bars_required
         epoch, ohlcv, times = sp500_bars()
         window_t, window_x = epoch[-need:], ohlcv[-need:]
-        samples = time_calls(lambda: plane.predict(SYMBOL, window_t, window_x), settings.calls)
-        paced = time_calls(
-            lambda: plane.predict(SYMBOL, window_t, window_x), settings.calls, gap_s=PACING_S
-        )
         prediction = plane.predict(SYMBOL, window_t, window_x)
         count = min(stream_count or len(epoch), len(epoch))
+        request = inference_pb2.PredictRequest(
+            symbol=SYMBOL, columns=columns_from_arrays(times[-need:], ohlcv[-need:])
+        )
+        response = convert.prediction_out(prediction)
+        # A steady-state stream reply: the new prediction plus the previous one's outcome.
+        stream_response = inference_pb2.StreamResponse(
+            symbol=SYMBOL,
+            bar_time=response.bar_time,
+            prediction=response,
+            resolved=convert.outcome_out(outcome_of(prediction, 0.01234, prediction.bar_time)),
+        )
+        all_bars = bars_from_arrays(times[:count], ohlcv[:count])
+        messages = Messages(
+            request=request,
+            response_size=response.ByteSize(),
+            stream_requests=[inference_pb2.StreamRequest(symbol=SYMBOL, bar=b) for b in all_bars],
+            stream_response_size=stream_response.ByteSize(),
+        )
+        yield Floor(lambda: plane.predict(SYMBOL, window_t, window_x), need), messages
     finally:
         close_database()
-    request = inference_pb2.PredictRequest(
-        symbol=SYMBOL, columns=columns_from_arrays(times[-need:], ohlcv[-need:])
-    )
-    response = convert.prediction_out(prediction)
-    # A steady-state stream reply: the new prediction plus the previous one's resolved outcome.
-    stream_response = inference_pb2.StreamResponse(
-        symbol=SYMBOL,
-        bar_time=response.bar_time,
-        prediction=response,
-        resolved=convert.outcome_out(outcome_of(prediction, 0.01234, prediction.bar_time)),
-    )
-    all_bars = bars_from_arrays(times[:count], ohlcv[:count])
-    messages = Messages(
-        request=request,
-        response_size=response.ByteSize(),
-        stream_requests=[inference_pb2.StreamRequest(symbol=SYMBOL, bar=b) for b in all_bars],
-        stream_response_size=stream_response.ByteSize(),
-    )
-    row = latency_row(
-        "in-process floor (DataPlane.predict)",
-        samples,
-        f"{need} bars, persistence off, back to back",
-    )
-    paced_row = latency_row(
-        "in-process floor, paced",
-        paced,
-        f"the same with {PACING_S * 1e3:.1f} ms idle before each call, as a server sees",
-    )
-    return row, paced_row, messages
 
 
 # --- the bare server: same message sizes, no work ------------------------------------------------
@@ -315,7 +313,10 @@ def serve_bare(unary_size: int, stream_size: int, work_s: float, ready: Connecti
 
 
 @contextmanager
-def bare_server(unary_size: int, stream_size: int, work_s: float = 0.0) -> Iterator[str]:
+def bare_server(
+    unary_size: int, stream_size: int, work_s: float = 0.0
+) -> Iterator[tuple[str, int]]:
+    """The bare server's target and process id."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     process = ctx.Process(
@@ -325,7 +326,8 @@ def bare_server(unary_size: int, stream_size: int, work_s: float = 0.0) -> Itera
     try:
         if not parent.poll(READY_TIMEOUT_S):
             raise RuntimeError("the bare gRPC server did not start")
-        yield f"127.0.0.1:{parent.recv()}"
+        assert process.pid is not None
+        yield f"127.0.0.1:{parent.recv()}", process.pid
     finally:
         parent.send(None)
         process.join(5)
@@ -333,31 +335,64 @@ def bare_server(unary_size: int, stream_size: int, work_s: float = 0.0) -> Itera
             process.kill()
 
 
-def bare_unary(target: str, request: bytes, settings: Settings) -> Row:
-    with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary(f"/{BARE_SERVICE}/Unary", None, None)
-        samples = time_calls(lambda: call(request, timeout=10), settings.calls, settings.warmup)
-    return latency_row(
-        "bare gRPC unary round trip", samples, f"echo, {len(request)} B in / same size out"
-    )
+def bare_unary(channel: grpc.Channel, request: bytes, n: int, warmup: int) -> list[float]:
+    call = channel.unary_unary(f"/{BARE_SERVICE}/Unary", None, None)
+    return time_calls(lambda: call(request, timeout=10), n, warmup)
 
 
-def bare_work(target: str, request: bytes, settings: Settings, work_s: float) -> Row:
-    with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary(f"/{BARE_SERVICE}/Work", None, None)
-        samples = time_calls(lambda: call(request, timeout=10), settings.calls, settings.warmup)
-    return latency_row(
-        "bare gRPC unary, busy handler",
-        samples,
-        f"control: the echo after {work_s * 1e6:.0f} us of busy numpy work (the floor p50)",
-    )
+def bare_work(channel: grpc.Channel, request: bytes, n: int, warmup: int) -> list[float]:
+    call = channel.unary_unary(f"/{BARE_SERVICE}/Work", None, None)
+    return time_calls(lambda: call(request, timeout=10), n, warmup)
 
 
-def bare_stream(target: str, request: bytes, count: int) -> Row:
-    with grpc.insecure_channel(target) as channel:
-        call = channel.stream_stream(f"/{BARE_SERVICE}/Stream", None, None)
-        rate = stream_rate(lambda it: call(it, timeout=120), [request] * count)
-    return Row("bare bidi stream, pipelined", per_second=rate, note=f"{count} messages, 1 stream")
+def bare_stream(channel: grpc.Channel, request: bytes, count: int) -> Callable[[], int]:
+    call = channel.stream_stream(f"/{BARE_SERVICE}/Stream", None, None)
+    return lambda: sum(1 for _ in call(iter([request] * count), timeout=120))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class StreamTotals:
+    """Rounds of one stream kind: messages/s (median of rounds) and the server's CPU per
+    message, from its /proc counters (all threads: gRPC's, the handler's, the writer's)."""
+
+    rates: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+    messages: int = 0
+
+    def run(self, stream: Callable[[], int], count: int, pid: int) -> None:
+        cpu = cpu_seconds(pid)
+        began = time.perf_counter()
+        got = stream()
+        elapsed = time.perf_counter() - began
+        self.cpu_s += cpu_seconds(pid) - cpu
+        if got != count:
+            raise RuntimeError(f"{got} replies to {count} messages")
+        self.rates.append(count / elapsed)
+        self.messages += count
+
+    @property
+    def rate(self) -> float:
+        return float(np.median(self.rates))
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu_s / self.messages * 1e6
+
+    def row(self, name: str, count: int) -> Row:
+        return Row(
+            name,
+            per_second=self.rate,
+            note=(
+                f"{count} messages, 1 stream, median of {len(self.rates)} rounds; server CPU "
+                f"{self.cpu_us:.0f} us/msg"
+            ),
+        )
 
 
 #: Idle before each paced floor call: about one bare round trip, the time a server's handler thread
@@ -382,17 +417,6 @@ def time_calls(
         call()
         samples.append(time.perf_counter() - began)
     return samples
-
-
-def stream_rate(open_stream: Callable[[Iterator[T]], Iterable[object]], items: list[T]) -> float:
-    """Messages per second through one stream, pipelined: gRPC's sender thread takes requests as
-    fast as flow control allows while this thread reads the replies."""
-    began = time.perf_counter()
-    count = sum(1 for _ in open_stream(iter(items)))
-    elapsed = time.perf_counter() - began
-    if count != len(items):
-        raise RuntimeError(f"{count} replies to {len(items)} messages")
-    return len(items) / elapsed
 
 
 # --- the real server, in its own process ----------------------------------------------------------
@@ -479,26 +503,6 @@ def real_server(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def unary_predict(target: str, request: inference_pb2.PredictRequest, settings: Settings) -> Row:
-    with grpc.insecure_channel(target, options=channel_options()) as channel:
-        stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        samples = time_calls(
-            lambda: stub.Predict(request, timeout=10), settings.calls, settings.warmup
-        )
-    return latency_row("unary Predict, 1 client", samples, "server process, persistence on")
-
-
-def predict_stream(target: str, requests: list[inference_pb2.StreamRequest]) -> Row:
-    with grpc.insecure_channel(target, options=channel_options()) as channel:
-        stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        rate = stream_rate(lambda it: stub.PredictStream(it, timeout=300), requests)
-    return Row(
-        "PredictStream, pipelined",
-        per_second=rate,
-        note=f"{len(requests)} S&P 500 bars, 1 stream",
-    )
 
 
 # --- concurrent clients, in a separate process ----------------------------------------------------
@@ -651,21 +655,17 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) ->
             models = train_models(scratch)
 
         progress("in-process floor")
-        floor, paced_floor, messages = measure_floor(
-            models, scratch / "floor.db", settings, settings.stream_messages
+        floor_call, messages = stack.enter_context(
+            floor_plane(models, scratch / "floor.db", settings.stream_messages)
         )
-        rows += [floor, paced_floor]
+        # The control's handler keeps busy for as long as a first floor measurement takes.
+        work_s = float(np.median(time_calls(floor_call.predict, min(200, settings.calls))))
         stream_count = len(messages.stream_requests)
-
-        progress("bare gRPC server")
         stream_request = messages.stream_requests[-1].SerializeToString()
-        work_s = floor.p50_us / 1e6
-        with bare_server(messages.response_size, messages.stream_response_size, work_s) as target:
-            bare = bare_unary(target, messages.request_bytes, settings)
-            control = bare_work(target, messages.request_bytes, settings, work_s)
-            bare_rate = bare_stream(target, stream_request, stream_count)
-        rows += [bare, control]
-
+        progress("bare gRPC server")
+        bare_target, bare_pid = stack.enter_context(
+            bare_server(messages.response_size, messages.stream_response_size, work_s)
+        )
         progress("server, persistence on")
         on = stack.enter_context(
             real_server(models, scratch, "persist-on", persist=True, extra=extra)
@@ -675,10 +675,57 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) ->
         off = stack.enter_context(
             real_server(models, scratch, "persist-off", persist=False, extra=extra)
         )
-        unary = unary_predict(on.target, messages.request, settings)
-        rows += [unary, bare_rate]
-        stream = predict_stream(on.target, messages.stream_requests)
-        rows.append(stream)
+        bare_channel = stack.enter_context(grpc.insecure_channel(bare_target))
+        channel = stack.enter_context(grpc.insecure_channel(on.target, options=channel_options()))
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+
+        def predict() -> object:
+            return stub.Predict(messages.request, timeout=10)
+
+        def predict_stream() -> int:
+            return sum(1 for _ in stub.PredictStream(iter(messages.stream_requests), timeout=300))
+
+        bare_streaming = bare_stream(bare_channel, stream_request, stream_count)
+        # Every measurement in every round, so that the machine's drift (large on a shared VM)
+        # hits the numerator and the denominator of each ratio alike.
+        samples: dict[str, list[float]] = {k: [] for k in ("floor", "paced", "bare", "work", "rpc")}
+        bare_streams, streams = StreamTotals(), StreamTotals()
+        calls, warmup = max(1, settings.calls // settings.measure_rounds), settings.warmup
+        for i in range(settings.measure_rounds):
+            progress(f"round {i + 1} of {settings.measure_rounds}: floor, unary, streams")
+            samples["floor"] += time_calls(floor_call.predict, calls, warmup)
+            samples["paced"] += time_calls(floor_call.predict, calls, warmup, gap_s=PACING_S)
+            samples["bare"] += bare_unary(bare_channel, messages.request_bytes, calls, warmup)
+            samples["work"] += bare_work(bare_channel, messages.request_bytes, calls, warmup)
+            samples["rpc"] += time_calls(predict, calls, warmup)
+            bare_streams.run(bare_streaming, stream_count, bare_pid)
+            streams.run(predict_stream, stream_count, on.pid)
+        floor = latency_row(
+            "in-process floor (DataPlane.predict)",
+            samples["floor"],
+            f"{floor_call.bars} bars, persistence off, back to back",
+        )
+        paced_floor = latency_row(
+            "in-process floor, paced",
+            samples["paced"],
+            f"the same with {PACING_S * 1e3:.1f} ms idle before each call, as a server sees",
+        )
+        bare = latency_row(
+            "bare gRPC unary round trip",
+            samples["bare"],
+            f"echo, {len(messages.request_bytes)} B in / same size out",
+        )
+        control = latency_row(
+            "bare gRPC unary, busy handler",
+            samples["work"],
+            f"control: the echo after {work_s * 1e6:.0f} us of busy numpy work (a floor p50)",
+        )
+        unary = latency_row(
+            "unary Predict, 1 client", samples["rpc"], "server process, persistence on"
+        )
+        bare_rate = bare_streams.row("bare bidi stream, pipelined", stream_count)
+        stream = streams.row("PredictStream, pipelined", stream_count)
+        rows += [floor, paced_floor, bare, control, unary, bare_rate, stream]
 
         progress(f"{settings.clients} concurrent clients, persistence on / off")
         loads = concurrent_load(
@@ -721,6 +768,7 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) ->
     r["busy-handler control p50 / (floor p50 + bare unary p50)"] = control.p50_us / floor_plus_bare
     r["unary p50 / busy-handler control p50"] = unary.p50_us / control.p50_us
     r["PredictStream / bare stream msgs/s"] = stream.per_second / bare_rate.per_second
+    r["PredictStream / bare stream server CPU per message"] = streams.cpu_us / bare_streams.cpu_us
     r["8 clients p99 / p50"] = (
         percentiles(on_total.latencies)[1] / percentiles(on_total.latencies)[0]
     )
@@ -810,7 +858,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=defaults.load_seconds,
         help="seconds per concurrent-load round and server",
     )
-    parser.add_argument("--rounds", type=int, default=defaults.rounds)
+    parser.add_argument(
+        "--rounds", type=int, default=defaults.rounds, help="concurrent-load rounds per server"
+    )
+    parser.add_argument(
+        "--measure-rounds",
+        type=int,
+        default=defaults.measure_rounds,
+        help="interleaved rounds of the single-client measurements",
+    )
     parser.add_argument(
         "--repository", default="", help="trained model repository (default: train one)"
     )
@@ -845,6 +901,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         clients=args.clients,
         load_seconds=args.load_seconds,
         rounds=args.rounds,
+        measure_rounds=args.measure_rounds,
         repository=args.repository,
         database=database,
         server_env=extra,

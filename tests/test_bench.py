@@ -18,6 +18,7 @@ def test_bench_runs_every_measurement(trained: Trained) -> None:
         clients=2,
         load_seconds=0.3,
         rounds=1,
+        measure_rounds=2,
         repository=str(trained.root / "models"),
         database=str(trained.root / "minhos.db"),
     )
@@ -32,6 +33,7 @@ def test_bench_runs_every_measurement(trained: Trained) -> None:
     assert all(math.isfinite(r.p50_us) and r.per_second > 0 for r in timed)
     streams = [r for r in report.rows if "stream" in r.name.lower()]
     assert len(streams) == 2 and all(r.per_second > 0 for r in streams)
+    assert all("median of 2 rounds; server CPU" in r.note for r in streams)
     assert "0 errors" in timed[1].note
     assert all(math.isfinite(v) and v > 0 for v in report.ratios.values())
     checks = {c.name: c for c in report.checks}
