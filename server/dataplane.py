@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import re
 import threading
 import time
-import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -245,46 +245,39 @@ class DataPlane:
         latency = time.perf_counter() - began
         created = self.clock()
         versions = scored.versions
+        # 128 random bits each, as hex (what uuid4().hex gives, less its fixed version bits),
+        # from one system call for the batch.
+        random = os.urandom(16 * len(symbols)).hex()
+        outputs = zip(
+            fused.direction.tolist(),
+            fused.probability_up.tolist(),
+            fused.confidence.tolist(),
+            scored.p_lstm.tolist(),
+            scored.p_ensemble.tolist(),
+            fused.agreement.tolist(),
+            scored.kelly_fraction.tolist(),
+            strict=True,
+        )
         predictions = [
             Prediction(
-                id=uuid.uuid4().hex,
+                id=random[32 * i : 32 * i + 32],
                 symbol=symbol,
                 bar_time=bar_time,
                 direction=int(direction),
-                probability_up=probability_up,
+                probability_up=p_up,
                 confidence=confidence,
                 lstm_probability=p_lstm,
                 ensemble_probability=p_ensemble,
                 agreement=agreement,
-                kelly_fraction=kelly_fraction,
+                kelly_fraction=kelly,
                 versions=versions,
                 latency_s=latency,
                 close=close,
             )
-            for (
-                symbol,
-                bar_time,
-                close,
-                direction,
-                probability_up,
-                confidence,
-                p_lstm,
-                p_ensemble,
-                agreement,
-                kelly_fraction,
-            ) in zip(
-                symbols,
-                bar_times,
-                closes,
-                fused.direction.tolist(),
-                fused.probability_up.tolist(),
-                fused.confidence.tolist(),
-                scored.p_lstm.tolist(),
-                scored.p_ensemble.tolist(),
-                fused.agreement.tolist(),
-                scored.kelly_fraction.tolist(),
-                strict=True,
-            )
+            for i, (
+                (symbol, bar_time, close),
+                (direction, p_up, confidence, p_lstm, p_ensemble, agreement, kelly),
+            ) in enumerate(zip(zip(symbols, bar_times, closes, strict=True), outputs, strict=True))
         ]
         with self._lock:
             for prediction in predictions:
