@@ -356,6 +356,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def settle(pids: Sequence[int], limit_s: float = 5.0) -> None:
+    """Waits (up to ``limit_s``) until the servers are idle: below 5% of a core over 0.1 s. A server
+    still writing a stream's rows or evaluating health would otherwise slow whatever is measured
+    next on these shared cores."""
+    deadline = time.perf_counter() + limit_s
+    while time.perf_counter() < deadline:
+        before = sum(cpu_seconds(pid) for pid in pids)
+        time.sleep(0.1)
+        if sum(cpu_seconds(pid) for pid in pids) - before < 0.005:
+            return
+
+
 @dataclass
 class StreamTotals:
     """Rounds of one stream kind: messages/s (median of rounds) and the server's CPU per
@@ -573,15 +585,17 @@ class LoadTotals:
 
 
 def concurrent_load(
-    targets: dict[str, str], request_bytes: bytes, settings: Settings
+    targets: dict[str, str], request_bytes: bytes, settings: Settings, pids: Sequence[int] = ()
 ) -> dict[str, LoadTotals]:
-    """Alternates rounds between the servers (A B, B A, ...) so both see the same machine noise."""
+    """Alternates rounds between the servers (A B, B A, ...) so both see the same machine noise;
+    each round starts once the servers ``pids`` are idle."""
     totals = {name: LoadTotals() for name in targets}
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
         for round_ in range(settings.rounds):
             order = list(targets) if round_ % 2 == 0 else list(reversed(targets))
             for name in order:
+                settle(pids)
                 args = (targets[name], request_bytes, settings.clients, settings.load_seconds)
                 totals[name].add(pool.apply(load, args))
     return totals
@@ -686,6 +700,7 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) ->
             return sum(1 for _ in stub.PredictStream(iter(messages.stream_requests), timeout=300))
 
         bare_streaming = bare_stream(bare_channel, stream_request, stream_count)
+        servers = [bare_pid, on.pid, off.pid]
         # Every measurement in every round, so that the machine's drift (large on a shared VM)
         # hits the numerator and the denominator of each ratio alike.
         samples: dict[str, list[float]] = {k: [] for k in ("floor", "paced", "bare", "work", "rpc")}
@@ -693,12 +708,15 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) ->
         calls, warmup = max(1, settings.calls // settings.measure_rounds), settings.warmup
         for i in range(settings.measure_rounds):
             progress(f"round {i + 1} of {settings.measure_rounds}: floor, unary, streams")
+            settle(servers)
             samples["floor"] += time_calls(floor_call.predict, calls, warmup)
             samples["paced"] += time_calls(floor_call.predict, calls, warmup, gap_s=PACING_S)
             samples["bare"] += bare_unary(bare_channel, messages.request_bytes, calls, warmup)
             samples["work"] += bare_work(bare_channel, messages.request_bytes, calls, warmup)
             samples["rpc"] += time_calls(predict, calls, warmup)
+            settle(servers)
             bare_streams.run(bare_streaming, stream_count, bare_pid)
+            settle(servers)
             streams.run(predict_stream, stream_count, on.pid)
         floor = latency_row(
             "in-process floor (DataPlane.predict)",
@@ -729,7 +747,7 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) ->
 
         progress(f"{settings.clients} concurrent clients, persistence on / off")
         loads = concurrent_load(
-            {"on": on.target, "off": off.target}, messages.request_bytes, settings
+            {"on": on.target, "off": off.target}, messages.request_bytes, settings, servers
         )
         rows.append(loads["on"].row("unary Predict, persistence on", settings.clients))
         rows.append(loads["off"].row("unary Predict, persistence off", settings.clients))
