@@ -371,7 +371,9 @@ def settle(pids: Sequence[int], limit_s: float = 5.0) -> None:
 @dataclass
 class StreamTotals:
     """Rounds of one stream kind: messages/s (median of rounds) and the server's CPU per
-    message, from its /proc counters (all threads: gRPC's, the handler's, the writer's)."""
+    message, from its /proc counters (all threads: gRPC's, the handler's, the writer's), counted
+    until the server is idle again (the writer's last rows of the stream included). Periodic
+    work that falls in the window (the health evaluation every 10 s) is counted too."""
 
     rates: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
@@ -382,6 +384,7 @@ class StreamTotals:
         began = time.perf_counter()
         got = stream()
         elapsed = time.perf_counter() - began
+        settle([pid])
         self.cpu_s += cpu_seconds(pid) - cpu
         if got != count:
             raise RuntimeError(f"{got} replies to {count} messages")

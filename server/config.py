@@ -38,6 +38,9 @@ class ServerConfig:
     token: str = ""
     #: Comma-separated symbols this server predicts for; empty accepts any (others: NOT_FOUND).
     symbols: str = ""
+    #: Symbols one PredictStream may carry (each keeps a few tens of KB of bars and features);
+    #: beyond it RESOURCE_EXHAUSTED.
+    stream_max_symbols: int = 1000
     #: Prometheus endpoint port on ``host``; 0 turns it off.
     metrics_port: int = 9464
     #: How often the server polls the registry for a newly deployed version (seconds).

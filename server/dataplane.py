@@ -30,7 +30,7 @@ from server.db import (
     database,
     utcnow,
 )
-from server.errors import InvalidArgument, MinhosError, NotFound, Unavailable
+from server.errors import InvalidArgument, MinhosError, NotFound, ResourceExhausted, Unavailable
 from server.inference import ModelHolder, ModelSet, Scored
 from server.persistence import BatchWriter
 from server.registry import ModelNotFoundError
@@ -493,13 +493,21 @@ class StreamSession:
 
     plane: DataPlane
     symbols: dict[str, _SymbolState] = field(default_factory=dict)
-    #: Bars kept per symbol before the buffer is compacted.
-    capacity: int = 1024
+    #: Rows of a symbol's buffers (bars and features, about 40 KB): compacted to the newest
+    #: ``bars_required`` when full, grown if a batch needs more.
+    capacity: int = 256
 
     def _state(self, symbol: str, where: str) -> _SymbolState:
         state = self.symbols.get(symbol)
         if state is None:
             self.plane.check_symbol(symbol, f"{where}.symbol")
+            limit = self.plane.config.server.stream_max_symbols
+            if len(self.symbols) >= limit:
+                raise ResourceExhausted(
+                    f"{symbol!r} would be symbol {limit + 1} of this stream; at most {limit} "
+                    "per stream (server.stream_max_symbols)",
+                    field=f"{where}.symbol",
+                )
             state = self.symbols[symbol] = _SymbolState.empty(self.capacity)
         return state
 

@@ -24,5 +24,9 @@ class FailedPrecondition(MinhosError):
     """The request is well-formed but the system is not in a state to serve it."""
 
 
+class ResourceExhausted(MinhosError):
+    """A per-call limit is reached (e.g. symbols in one stream)."""
+
+
 class Unavailable(MinhosError):
     """No model is loaded, or the database cannot be reached; retrying later may work."""

@@ -30,7 +30,14 @@ from minhos.v1 import (
 from server import convert
 from server.calibration import Strategy
 from server.dataplane import DataPlane
-from server.errors import FailedPrecondition, InvalidArgument, MinhosError, NotFound, Unavailable
+from server.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    MinhosError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from server.monitor import AlertNotFoundError, Monitor, Source
 from server.pipeline import pipelined
 from server.telemetry import Telemetry
@@ -49,6 +56,7 @@ CODES: dict[type[MinhosError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
@@ -61,7 +69,9 @@ class _Replies:
     """A stream batch's replies, and the error that ended the stream after them, if any."""
 
     replies: list[inference_pb2.StreamResponse]
-    error: MinhosError | None
+    #: A bad request (MinhosError) or a failure of the server (any other exception).
+    error: Exception | None
+    #: When the batch's processing began: the latency an error is recorded with.
     began: float
 
 
@@ -91,7 +101,7 @@ class Base:
                 grpc.StatusCode.INTERNAL,
                 f"internal error ({type(exc).__name__}); see the server log",
             )
-            log.exception("unhandled error", extra={"method": method})
+            log.error("unhandled error", exc_info=exc, extra={"method": method})
         self._done(method, code, began)
         context.abort(code, message)
 
@@ -140,26 +150,22 @@ class InferenceServicer(Base, inference_pb2_grpc.InferenceServiceServicer):
         def score(requests: list[inference_pb2.StreamRequest]) -> tuple[_Replies, bool]:
             nonlocal index
             began = time.perf_counter()
-            steps, error = session.step_many(convert.stream_bars(requests, index))
+            try:
+                steps, error = session.step_many(convert.stream_bars(requests, index))
+            except Exception as exc:
+                return _Replies([], exc, began), False
             index += len(steps)
             if steps:
                 self._done("PredictStream", grpc.StatusCode.OK, began, len(steps))
             replies = [convert.stream_response_out(step) for step in steps]
             return _Replies(replies, error, began), error is None
 
-        began = time.perf_counter()
-        failure: tuple[Exception, float] | None = None
-        try:
-            for out in pipelined(
-                request_iterator, score, max_batch=MAX_STREAM_BATCH, max_in_flight=MAX_IN_FLIGHT
-            ):
-                yield from out.replies
-                if out.error is not None:
-                    failure = out.error, out.began
-        except Exception as exc:
-            failure = exc, began
-        if failure is not None:
-            self._abort(context, "PredictStream", *failure)
+        for out in pipelined(
+            request_iterator, score, max_batch=MAX_STREAM_BATCH, max_in_flight=MAX_IN_FLIGHT
+        ):
+            yield from out.replies
+            if out.error is not None:  # the last batch: the pipeline stopped after it
+                self._abort(context, "PredictStream", out.error, out.began)
 
     @rpc("RecordOutcome")
     def RecordOutcome(

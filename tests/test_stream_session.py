@@ -1,15 +1,21 @@
-"""The stream's core without gRPC: its incremental features give the same predictions as a unary
-Predict on the same window (also across buffer compaction and interleaved symbols), and a bad
-request in a batch stops the batch there with the field named."""
+"""The stream's core: its incremental features give the same predictions as a unary Predict on the
+same window (also across buffer compaction and interleaved symbols), a bad request in a batch
+stops the batch there with the field named, limits hold, and a server failure is reported."""
 
 from __future__ import annotations
 
+import logging
+
+import grpc
 import numpy as np
 import pytest
 
+from clients.client import bars_from_arrays
 from export.data import MarketData
 from server.dataplane import DataPlane, StreamBars, StreamStep
-from server.errors import InvalidArgument, NotFound
+from server.db import RequestRow
+from server.errors import InvalidArgument, NotFound, ResourceExhausted
+from server.inference import ModelSet
 from tests.conftest import Trained
 from tests.server_harness import live_index, running
 
@@ -85,3 +91,44 @@ def test_a_bad_request_stops_the_batch_there(trained: Trained, sp500: MarketData
         steps, error = session.step_many(_bars(["NDX"], sp500.times[rows[:1]], sp500.ohlcv[:1], 6))
         assert not steps and isinstance(error, InvalidArgument)
         assert str(error).startswith("requests[6].bar.time: bar time ")
+
+
+def test_a_stream_holds_at_most_the_configured_symbols(trained: Trained, sp500: MarketData) -> None:
+    with running(trained.config(), stream_max_symbols=2) as (srv, _):
+        session = srv.plane.stream()
+        rows = [live_index(sp500)] * 3
+        steps, error = session.step_many(
+            _bars(["A", "B", "C"], sp500.times[rows], sp500.ohlcv[rows], 0)
+        )
+        assert len(steps) == 2 and isinstance(error, ResourceExhausted)
+        assert str(error).startswith("requests[2].symbol: 'C' would be symbol 3 of this stream")
+
+
+def test_a_server_failure_in_a_stream_is_internal_and_logged_with_its_traceback(
+    trained: Trained,
+    sp500: MarketData,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(self: ModelSet, sequences: np.ndarray) -> None:
+        raise RuntimeError("session exploded")
+
+    with running(trained.config()) as (srv, client):
+        need = srv.plane.models().bars_required
+        monkeypatch.setattr(ModelSet, "score_features", broken)
+        start = live_index(sp500)
+        bars = bars_from_arrays(
+            sp500.times[start : start + need], sp500.ohlcv[start : start + need]
+        )
+        with (
+            caplog.at_level(logging.ERROR, logger="minhos.rpc"),
+            pytest.raises(grpc.RpcError) as info,
+        ):
+            list(client.predict_stream(bars, symbol="SPX"))
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+        assert "RuntimeError" in (info.value.details() or "")
+        logged = [r for r in caplog.records if r.message == "unhandled error"]
+        assert logged and logged[0].exc_info and logged[0].exc_info[0] is RuntimeError
+        srv.writer.flush()
+        failed = RequestRow.get(RequestRow.code == "INTERNAL")
+        assert failed.method == "PredictStream" and failed.latency_ms < 1000
