@@ -6,9 +6,10 @@ serialized sizes as the real ones, unary Predict and PredictStream against the r
 (persistence on), 8 concurrent unary clients in a separate process against the server with
 persistence on and off, and the serving process's readiness, memory and imports.
 
-The single-client measurements run in interleaved rounds (each round: floor, paced floor, bare
-unary, control, unary Predict, bare stream, PredictStream), so that the machine's drift hits both
-sides of every ratio alike; the stream rows add the server process's CPU time per message.
+The single-client latencies are taken in short bursts that take turns (floor, paced floor, bare
+unary, control, unary Predict) and the two streams alternate over rounds, each from idle servers,
+so that the machine's speed changes (on a shared VM it can halve and recover within seconds) hit
+both sides of every ratio alike. The stream rows add the server process's CPU time per message.
 
 Every server runs in its own process (``python -m server.main``, as in production) on a scratch
 copy of the registry database, so the benchmark leaves no predictions behind. Without
@@ -84,8 +85,7 @@ class Settings:
     #: Seconds of each 8-client load round, per server; rounds alternate persistence on and off.
     load_seconds: float = 2.5
     rounds: int = 2
-    #: Rounds of the single-client measurements (floor, unary, streams), interleaved; ``calls``
-    #: are split between them.
+    #: Rounds of the bare stream and PredictStream, alternating which goes first.
     measure_rounds: int = 3
     repository: str = ""
     #: SQLite file holding ``repository``'s registry rows (which versions are deployed).
@@ -270,25 +270,33 @@ def floor_plane(
 # --- the bare server: same message sizes, no work ------------------------------------------------
 
 
-def busy(seconds: float) -> None:
-    """Keeps the CPU busy with small numpy operations, like the real handler, for ``seconds``."""
-    end = time.perf_counter() + seconds
-    a = np.linspace(1.0, 2.0, 1000).reshape(20, 50)
-    while time.perf_counter() < end:
-        np.log(a).std(axis=1)
+_BUSY_ROWS = np.linspace(1.0, 2.0, 1000).reshape(20, 50)
 
 
-def serve_bare(unary_size: int, stream_size: int, work_s: float, ready: Connection) -> None:
+def busy(steps: int) -> None:
+    """A fixed amount of small numpy work, like the real handler's: ``steps`` rounds of it. A fixed
+    amount, not a fixed time, slows down and speeds up with the machine as the floor does."""
+    for _ in range(steps):
+        np.log(_BUSY_ROWS).std(axis=1)
+
+
+def busy_steps_like(call: Callable[[], object], samples: int) -> int:
+    """How many :func:`busy` steps take as long as ``call``'s median, both timed in turns."""
+    times = time_interleaved({"call": (call, 0.0), "step": (lambda: busy(10), 0.0)}, samples, 20)
+    return max(1, round(10 * float(np.median(times["call"])) / float(np.median(times["step"]))))
+
+
+def serve_bare(unary_size: int, stream_size: int, work_steps: int, ready: Connection) -> None:
     """Runs in its own process: echoes fixed payloads of the real response sizes; "Work" first
-    keeps the handler busy for ``work_s`` (the floor's p50), a control for what any grpcio server
-    pays on this machine around a handler that does that much work."""
+    does ``work_steps`` of :func:`busy` (as long as the floor), a control for what any grpcio
+    server pays on this machine around a handler that does that much work."""
     unary_payload, stream_payload = b"x" * unary_size, b"x" * stream_size
 
     def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
         return unary_payload
 
     def work(request: bytes, context: grpc.ServicerContext) -> bytes:
-        busy(work_s)
+        busy(work_steps)
         return unary_payload
 
     def stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
@@ -314,13 +322,13 @@ def serve_bare(unary_size: int, stream_size: int, work_s: float, ready: Connecti
 
 @contextmanager
 def bare_server(
-    unary_size: int, stream_size: int, work_s: float = 0.0
+    unary_size: int, stream_size: int, work_steps: int = 0
 ) -> Iterator[tuple[str, int]]:
     """The bare server's target and process id."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     process = ctx.Process(
-        target=serve_bare, args=(unary_size, stream_size, work_s, child), daemon=True
+        target=serve_bare, args=(unary_size, stream_size, work_steps, child), daemon=True
     )
     process.start()
     try:
@@ -335,14 +343,9 @@ def bare_server(
             process.kill()
 
 
-def bare_unary(channel: grpc.Channel, request: bytes, n: int, warmup: int) -> list[float]:
-    call = channel.unary_unary(f"/{BARE_SERVICE}/Unary", None, None)
-    return time_calls(lambda: call(request, timeout=10), n, warmup)
-
-
-def bare_work(channel: grpc.Channel, request: bytes, n: int, warmup: int) -> list[float]:
-    call = channel.unary_unary(f"/{BARE_SERVICE}/Work", None, None)
-    return time_calls(lambda: call(request, timeout=10), n, warmup)
+def channel_call(channel: grpc.Channel, method: str, request: bytes) -> Callable[[], object]:
+    call = channel.unary_unary(f"/{BARE_SERVICE}/{method}", None, None)
+    return lambda: call(request, timeout=10)
 
 
 def bare_stream(channel: grpc.Channel, request: bytes, count: int) -> Callable[[], int]:
@@ -431,6 +434,25 @@ def time_calls(
         began = time.perf_counter()
         call()
         samples.append(time.perf_counter() - began)
+    return samples
+
+
+def time_interleaved(
+    calls: Mapping[str, tuple[Callable[[], object], float]], n: int, warmup: int, burst: int = 10
+) -> dict[str, list[float]]:
+    """Latency of ``n`` calls of each ``name: (call, gap_s)``, in bursts of ``burst`` taking
+    turns (in a rotating order), so that the machine's speed changes (on this VM it halves and
+    recovers within seconds) hit every one of them alike; ``gap_s`` as in :func:`time_calls`."""
+    names = list(calls)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:
+        time_calls(calls[name][0], 0, warmup)
+    turn = 0
+    while any(len(samples[name]) < n for name in names):
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
+            call, gap_s = calls[name]
+            samples[name] += time_calls(call, min(burst, n - len(samples[name])), 0, gap_s)
+        turn += 1
     return samples
 
 
@@ -675,13 +697,13 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) ->
         floor_call, messages = stack.enter_context(
             floor_plane(models, scratch / "floor.db", settings.stream_messages)
         )
-        # The control's handler keeps busy for as long as a first floor measurement takes.
-        work_s = float(np.median(time_calls(floor_call.predict, min(200, settings.calls))))
+        # The control's handler does numpy work as long as the floor (calibrated side by side).
+        work_steps = busy_steps_like(floor_call.predict, min(200, settings.calls))
         stream_count = len(messages.stream_requests)
         stream_request = messages.stream_requests[-1].SerializeToString()
         progress("bare gRPC server")
         bare_target, bare_pid = stack.enter_context(
-            bare_server(messages.response_size, messages.stream_response_size, work_s)
+            bare_server(messages.response_size, messages.stream_response_size, work_steps)
         )
         progress("server, persistence on")
         on = stack.enter_context(
@@ -706,21 +728,31 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) ->
         servers = [bare_pid, on.pid, off.pid]
         # Every measurement in every round, so that the machine's drift (large on a shared VM)
         # hits the numerator and the denominator of each ratio alike.
-        samples: dict[str, list[float]] = {k: [] for k in ("floor", "paced", "bare", "work", "rpc")}
         bare_streams, streams = StreamTotals(), StreamTotals()
-        calls, warmup = max(1, settings.calls // settings.measure_rounds), settings.warmup
+        progress("single-client latency: floor, bare unary, control, unary Predict, interleaved")
+        settle(servers)
+        bare_call = channel_call(bare_channel, "Unary", messages.request_bytes)
+        work_call = channel_call(bare_channel, "Work", messages.request_bytes)
+        samples = time_interleaved(
+            {
+                "floor": (floor_call.predict, 0.0),
+                "paced": (floor_call.predict, PACING_S),
+                "bare": (bare_call, 0.0),
+                "work": (work_call, 0.0),
+                "rpc": (predict, 0.0),
+            },
+            settings.calls,
+            settings.warmup,
+        )
         for i in range(settings.measure_rounds):
-            progress(f"round {i + 1} of {settings.measure_rounds}: floor, unary, streams")
-            settle(servers)
-            samples["floor"] += time_calls(floor_call.predict, calls, warmup)
-            samples["paced"] += time_calls(floor_call.predict, calls, warmup, gap_s=PACING_S)
-            samples["bare"] += bare_unary(bare_channel, messages.request_bytes, calls, warmup)
-            samples["work"] += bare_work(bare_channel, messages.request_bytes, calls, warmup)
-            samples["rpc"] += time_calls(predict, calls, warmup)
-            settle(servers)
-            bare_streams.run(bare_streaming, stream_count, bare_pid)
-            settle(servers)
-            streams.run(predict_stream, stream_count, on.pid)
+            progress(f"streams, round {i + 1} of {settings.measure_rounds}")
+            # Alternating which goes first, each from idle servers.
+            for totals, run_stream, pid in [
+                (bare_streams, bare_streaming, bare_pid),
+                (streams, predict_stream, on.pid),
+            ][:: 1 if i % 2 == 0 else -1]:
+                settle(servers)
+                totals.run(run_stream, stream_count, pid)
         floor = latency_row(
             "in-process floor (DataPlane.predict)",
             samples["floor"],
@@ -739,7 +771,7 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) ->
         control = latency_row(
             "bare gRPC unary, busy handler",
             samples["work"],
-            f"control: the echo after {work_s * 1e6:.0f} us of busy numpy work (a floor p50)",
+            f"control: the echo after numpy work as long as the floor ({work_steps} steps)",
         )
         unary = latency_row(
             "unary Predict, 1 client", samples["rpc"], "server process, persistence on"
@@ -886,7 +918,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--measure-rounds",
         type=int,
         default=defaults.measure_rounds,
-        help="interleaved rounds of the single-client measurements",
+        help="rounds of the bare stream and PredictStream (alternating)",
     )
     parser.add_argument(
         "--repository", default="", help="trained model repository (default: train one)"
