@@ -83,8 +83,8 @@ class Settings:
     stream_messages: int = 0
     clients: int = 8
     #: Seconds of each 8-client load round, per server; rounds alternate persistence on and off.
-    load_seconds: float = 2.5
-    rounds: int = 2
+    load_seconds: float = 1.25
+    rounds: int = 4
     #: Rounds of the bare stream and PredictStream, alternating which goes first.
     measure_rounds: int = 3
     repository: str = ""
