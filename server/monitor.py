@@ -68,6 +68,9 @@ SERVER_ERROR_CODES = frozenset(
 )
 #: Most resolved outcomes the degradation chart reads back.
 DEGRADATION_MAX_OUTCOMES = 20_000
+#: Newest predictions of the health window an evaluation reads (a busy server makes many per
+#: bar, and the window is in market time): metrics over 10,000 are within half a point.
+WINDOW_MAX_PREDICTIONS = 10_000
 _DEGRADATION_STATUS: dict[Severity, hs.Status] = {
     "info": "healthy",
     "warning": "degraded",
@@ -440,7 +443,7 @@ class Monitor:
         now = now or self.latest_market_time()
         window = window or timedelta(hours=cfg.window_hours)
         last_n = last_n or cfg.last_n
-        win = self._load(now, start=now - window)
+        win = self._load(now, start=now - window, limit=WINDOW_MAX_PREDICTIONS)
         lastn = self._load(now, last_n=last_n)
         win_req = self._requests(now - window, now)
         lastn_req = self._requests(lastn.bar_time[0] if len(lastn) else None, now, inclusive=True)

@@ -38,7 +38,8 @@ class BatchWriter:
         self.interval_s = interval_s
         self.max_rows = max_rows
         self.enabled = enabled
-        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self._wake = threading.Event()
         self._backlog: list[Item] = []
         self._flushed = threading.Condition()
         self._written = 0
@@ -58,6 +59,8 @@ class BatchWriter:
             with self._count_lock:
                 self._enqueued += len(rows)
             self._queue.put((table, columns, rows))
+            if self.depth >= self.max_rows:
+                self._wake.set()
 
     @property
     def depth(self) -> int:
@@ -70,6 +73,7 @@ class BatchWriter:
             return True
         target = self._enqueued
         deadline = time.monotonic() + timeout
+        self._wake.set()  # now, not at the end of the interval
         with self._flushed:
             while self._written + self.dropped < target:
                 left = deadline - time.monotonic()
@@ -82,36 +86,27 @@ class BatchWriter:
         if not self.enabled or self._closed:
             return
         self._closed = True
-        self._queue.put(None)
+        self._wake.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        stop = False
-        while not stop:
+        # The thread sleeps through the interval and takes everything queued at once: woken per
+        # row, it would take the GIL from a request for every prediction served.
+        while True:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            closing = self._closed
             batch = self._backlog
             self._backlog = []
-            rows = sum(len(item[2]) for item in batch)
-            deadline = time.monotonic() + self.interval_s
-            while rows < self.max_rows:
+            while True:
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-                rows += len(item[2])
-            if stop:  # drain whatever is left
-                while True:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is not None:
-                        batch.append(item)
             if batch:
                 self._write(batch)
+            if closing:
+                break
         database.close()
 
     def _write(self, batch: list[Item]) -> None:
