@@ -716,13 +716,21 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) ->
         )
         bare_channel = stack.enter_context(grpc.insecure_channel(bare_target))
         channel = stack.enter_context(grpc.insecure_channel(on.target, options=channel_options()))
-        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        # Like the bare server's client, this one sends bytes serialized beforehand and does not
+        # parse the replies: the client's work is the same on both sides of each ratio, and the
+        # server does all of its own (parsing, scoring, serializing).
+        service = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+        predict_raw = channel.unary_unary(f"/{service}/Predict", None, None)
+        stream_raw = channel.stream_stream(f"/{service}/PredictStream", None, None)
+        request_bytes = messages.request_bytes
+        stream_bytes = [r.SerializeToString() for r in messages.stream_requests]
+        inference_pb2.PredictResponse.FromString(predict_raw(request_bytes, timeout=10))
 
         def predict() -> object:
-            return stub.Predict(messages.request, timeout=10)
+            return predict_raw(request_bytes, timeout=10)
 
         def predict_stream() -> int:
-            return sum(1 for _ in stub.PredictStream(iter(messages.stream_requests), timeout=300))
+            return sum(1 for _ in stream_raw(iter(stream_bytes), timeout=300))
 
         bare_streaming = bare_stream(bare_channel, stream_request, stream_count)
         servers = [bare_pid, on.pid, off.pid]
