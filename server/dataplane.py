@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import re
 import threading
 import time
@@ -31,6 +30,7 @@ from server.db import (
     utcnow,
 )
 from server.errors import InvalidArgument, MinhosError, NotFound, ResourceExhausted, Unavailable
+from server.ids import new_ids
 from server.inference import ModelHolder, ModelSet, Scored
 from server.persistence import BatchWriter
 from server.registry import ModelNotFoundError
@@ -245,9 +245,7 @@ class DataPlane:
         latency = time.perf_counter() - began
         created = self.clock()
         versions = scored.versions
-        # 128 random bits each, as hex (what uuid4().hex gives, less its fixed version bits),
-        # from one system call for the batch.
-        random = os.urandom(16 * len(symbols)).hex()
+        ids = new_ids(len(symbols))
         outputs = zip(
             fused.direction.tolist(),
             fused.probability_up.tolist(),
@@ -260,7 +258,7 @@ class DataPlane:
         )
         predictions = [
             Prediction(
-                id=random[32 * i : 32 * i + 32],
+                id=ids[i],
                 symbol=symbol,
                 bar_time=bar_time,
                 direction=int(direction),
