@@ -13,6 +13,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -72,8 +73,11 @@ BAR_COLUMNS = ("symbol", "time", "open", "high", "low", "close", "volume")
 REQUEST_COLUMNS = ("method", "code", "latency_ms", "created_at", "market_time", "messages")
 
 
-@dataclass(frozen=True)
-class Prediction:
+# Prediction, Outcome and StreamStep are NamedTuples: immutable like frozen dataclasses, and built
+# in a quarter of the time (a stream builds one of each per bar).
+
+
+class Prediction(NamedTuple):
     id: str
     symbol: str
     #: Market time of the last bar of the window (naive UTC).
@@ -92,8 +96,7 @@ class Prediction:
     close: float
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     prediction_id: str
     realized_return: float
     hit: bool
@@ -105,8 +108,7 @@ class Outcome:
         return self.realized_return > 0
 
 
-@dataclass(frozen=True)
-class StreamStep:
+class StreamStep(NamedTuple):
     symbol: str
     bar_time: dt.datetime
     prediction: Prediction | None
