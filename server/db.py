@@ -177,8 +177,19 @@ def _add_missing_columns(db: pw.Database) -> None:
             migrate(*(migrator.add_column(name, f.column_name, f) for f in missing))
 
 
+#: The URL the proxy is connected to.
+_opened_url: str | None = None
+
+
 def open_database(url: str) -> pw.Database:
-    """Connects the proxy to ``url`` and creates missing tables. Idempotent."""
+    """Connects the proxy to ``url`` and creates missing tables. Idempotent: for the URL it is
+    already connected to, the same database object (replacing it would leave the other threads'
+    connections, and any transaction open on them, behind)."""
+    global _opened_url
+    if database.obj is not None and url == _opened_url:
+        current: pw.Database = database.obj
+        current.connect(reuse_if_open=True)
+        return current
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
@@ -194,6 +205,7 @@ def open_database(url: str) -> pw.Database:
         }
     db: pw.Database = connect(url, **kwargs)
     database.initialize(db)
+    _opened_url = url
     db.connect(reuse_if_open=True)
     db.create_tables(TABLES, safe=True)
     _add_missing_columns(db)
@@ -201,5 +213,8 @@ def open_database(url: str) -> pw.Database:
 
 
 def close_database() -> None:
+    """Closes this thread's connection; the next :func:`open_database` opens afresh."""
+    global _opened_url
+    _opened_url = None
     if database.obj is not None and not database.is_closed():
         database.close()

@@ -398,7 +398,8 @@ def test_retrain_deploys_and_hot_swaps_under_load_with_no_failed_request(
                     # Steady load, not saturation: the 2 cores must leave the worker some time.
                     time.sleep(0.005)
 
-        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        # Daemons: a failure before stop.set() must not keep the test session alive.
+        threads = [threading.Thread(target=hammer, daemon=True) for _ in range(3)]
         for t in threads:
             t.start()
         time.sleep(1.0)

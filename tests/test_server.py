@@ -236,7 +236,6 @@ def test_hot_reload_under_load_never_fails_or_mixes(trained: Trained, sp500: Mar
     probability is exactly what the version it names computes."""
     from export.split import walk_forward_split
     from export.train import Dataset, fit_lstm
-    from server.db import open_database
     from server.registry import ModelRepository
 
     config = trained.config()
@@ -275,29 +274,31 @@ def test_hot_reload_under_load_never_fails_or_mixes(trained: Trained, sp500: Mar
                     except grpc.RpcError as exc:  # pragma: no cover - the assertion reports it
                         errors.append(exc)
 
-        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        threads = [threading.Thread(target=hammer, daemon=True) for _ in range(4)]
         for t in threads:
             t.start()
-        time.sleep(0.5)
-        open_database(config.storage.database_url)
-        manifest = ModelRepository(config.storage.model_repository).publish(
-            "lstm",
-            challenger.payload,
-            file="model.onnx",
-            feature_spec=challenger.feature_spec,
-            metrics=challenger.metrics,
-            deploy=True,
-        )
-        expected[manifest.version] = new_p
-        deadline = time.monotonic() + 10
-        while (
-            srv.holder.current.versions["lstm"] != manifest.version and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
-        time.sleep(0.5)
-        stop.set()
-        for t in threads:
-            t.join()
+        try:  # the load stops whatever happens, or a failure here would hang the test session
+            time.sleep(0.5)
+            manifest = ModelRepository(config.storage.model_repository).publish(
+                "lstm",
+                challenger.payload,
+                file="model.onnx",
+                feature_spec=challenger.feature_spec,
+                metrics=challenger.metrics,
+                deploy=True,
+            )
+            expected[manifest.version] = new_p
+            deadline = time.monotonic() + 10
+            while (
+                srv.holder.current.versions["lstm"] != manifest.version
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.05)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
     assert not errors
     versions = {v for v, _ in seen}
     assert versions == set(expected), versions
