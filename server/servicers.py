@@ -47,8 +47,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("minhos.rpc")
 
-#: Most stream requests scored together.
-MAX_STREAM_BATCH = 64
+#: Most stream requests scored together. Only a pipelining client's requests batch up (a live
+#: feed's arrive one by one); 256 cost 35 µs each to score in process, 64 cost 47, 16 cost 100.
+MAX_STREAM_BATCH = 256
 #: Most stream requests read but not yet answered, per stream.
 MAX_IN_FLIGHT = 1024
 
