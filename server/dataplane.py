@@ -453,6 +453,10 @@ class _SymbolState:
     def empty(cls, capacity: int) -> _SymbolState:
         return cls(np.empty((capacity, 5)), np.empty((capacity, len(FEATURE_NAMES))))
 
+    def bars_needed(self, row: int, window: int) -> int:
+        """Bars still to come before the bar at ``row`` ends a full window of feature vectors."""
+        return max(0, self.features_from + window - row - 1)
+
     def reserve(self, rows: int, keep: int) -> None:
         """Room for ``rows`` more bars; when full, only the newest ``keep`` stay (moved to the
         front, so rows appended afterwards keep their index until the next call)."""
@@ -564,7 +568,7 @@ class StreamSession:
             state.last_time = bar_time
             accepted.append((symbol, state, state.count - 1, to_datetime(bar_time)))
         self._add_features(accepted)
-        ready = [a for a in accepted if a[2] + 1 - window >= a[1].features_from]
+        ready = [a for a in accepted if not a[1].bars_needed(a[2], window)]
         predictions = iter(
             plane._record_predictions(
                 [symbol for symbol, _, _, _ in ready],
@@ -594,7 +598,7 @@ class StreamSession:
                     realized = float(state.bars[row, CLOSE]) / previous.close - 1.0
                     resolved = outcome_of(previous, realized, at)
                     outcomes.append(resolved)
-                missing = max(0, state.features_from + window - row - 1)
+                missing = state.bars_needed(row, window)
                 state.pending = None if missing else next(predictions)
                 steps.append(StreamStep(symbol, at, state.pending, missing, resolved))
             if outcomes:
