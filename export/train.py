@@ -107,6 +107,20 @@ def _metrics(prefix: str, p: FloatArray, y: FloatArray) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in score(p, y).items()}
 
 
+def prepare(data: MarketData, settings: TrainSettings) -> tuple[Dataset, Split]:
+    """The samples of ``data`` and their walk-forward split, with a gap of ``window + 1`` bars
+    between spans so that no input window or label reaches across a boundary."""
+    ds = Dataset.build(data, settings.window)
+    split = walk_forward_split(
+        data.times,
+        first_sample=ds.first_sample,
+        validation_start=settings.validation_start,
+        test_start=settings.test_start,
+        gap=settings.window + 1,
+    )
+    return ds, split
+
+
 def fit_lstm(ds: Dataset, split: Split, settings: TrainSettings, progress: bool = True) -> Fitted:
     x_train, x_val, x_test = (
         ds.sequences(ix) for ix in (split.train, split.validation, split.test)
@@ -258,14 +272,7 @@ def train_and_publish(
     from tqdm import tqdm
 
     began = time.perf_counter()
-    ds = Dataset.build(data, settings.window)
-    split = walk_forward_split(
-        data.times,
-        first_sample=ds.first_sample,
-        validation_start=settings.validation_start,
-        test_start=settings.test_start,
-        gap=settings.window + 1,
-    )
+    ds, split = prepare(data, settings)
     steps = tqdm(total=3, desc="training", unit="model", disable=not progress, file=sys.stderr)
     steps.set_postfix_str("lstm")
     lstm = fit_lstm(ds, split, settings, progress)

@@ -92,18 +92,10 @@ def test_tampered_model_is_refused(trained: Trained) -> None:
 
 def test_training_is_reproducible(trained: Trained, sp500: MarketData) -> None:
     """Same seed, same data -> the same model bytes' predictions."""
-    from export.split import walk_forward_split
-    from export.train import Dataset, fit_ensemble
+    from export.train import fit_ensemble, prepare
 
     data = sp500.slice(0, int(sp500.times.searchsorted(np.datetime64("2007-01-01"))))
-    ds = Dataset.build(data, TINY.window)
-    split = walk_forward_split(
-        data.times,
-        first_sample=ds.first_sample,
-        validation_start=TINY.validation_start,
-        test_start=TINY.test_start,
-        gap=TINY.window + 1,
-    )
+    ds, split = prepare(data, TINY)
     a, b = fit_ensemble(ds, split, TINY), fit_ensemble(ds, split, TINY)
     np.testing.assert_array_equal(a.p_test, b.p_test)
     assert (

@@ -234,20 +234,11 @@ def test_health_reflection_metrics_and_token(trained: Trained, sp500: MarketData
 def test_hot_reload_under_load_never_fails_or_mixes(trained: Trained, sp500: MarketData) -> None:
     """A new LSTM is deployed while 4 threads predict: no request fails, and every response's LSTM
     probability is exactly what the version it names computes."""
-    from export.split import walk_forward_split
-    from export.train import Dataset, fit_lstm
+    from export.train import fit_lstm, prepare
     from server.registry import ModelRepository
 
     config = trained.config()
-    data = sp500.slice(0, live_index(sp500))
-    ds = Dataset.build(data, TINY.window)
-    split = walk_forward_split(
-        data.times,
-        first_sample=ds.first_sample,
-        validation_start=TINY.validation_start,
-        test_start=TINY.test_start,
-        gap=TINY.window + 1,
-    )
+    ds, split = prepare(sp500.slice(0, live_index(sp500)), TINY)
     challenger = fit_lstm(
         ds, split, TINY.__class__(seed=11, window=TINY.window, lstm=TINY.lstm), progress=False
     )
