@@ -340,10 +340,13 @@ class DataPlane:
         prediction = self._lookup(prediction_id)
         with self._lock:
             known = self._resolved.get(prediction_id)
-            if known is None:
-                row = OutcomeRow.get_or_none(OutcomeRow.prediction == prediction_id)
-                if row is not None:
-                    known = outcome_from_row(row)
+        stored = None
+        if known is None:
+            # Read outside the lock: every prediction served takes it.
+            row = OutcomeRow.get_or_none(OutcomeRow.prediction == prediction_id)
+            stored = outcome_from_row(row) if row is not None else None
+        with self._lock:
+            known = self._resolved.get(prediction_id) or stored
             if known is not None:
                 return known, True
             outcome = outcome_of(prediction, realized_return, resolved_at or self.clock())
