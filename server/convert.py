@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from export.bars import COLUMNS
 from minhos.v1 import calibration_pb2, common_pb2, inference_pb2, monitoring_pb2, retrain_pb2
 from server.alerts import Alert, Severity
 from server.calibration import CalibrationReport
@@ -73,9 +74,6 @@ def bars_in(bars: Sequence[common_pb2.Bar]) -> tuple[IntArray, FloatArray]:
     return times, ohlcv.reshape(len(bars), 5)
 
 
-COLUMNS = ("open", "high", "low", "close", "volume")
-
-
 def columns_in(columns: common_pb2.BarColumns) -> tuple[IntArray, FloatArray]:
     n = len(columns.time_seconds)
     for name in COLUMNS:
@@ -102,10 +100,8 @@ def window_in(request: inference_pb2.PredictRequest) -> tuple[IntArray, FloatArr
 
 
 def stream_bars(requests: Sequence[inference_pb2.StreamRequest], first_index: int) -> StreamBars:
-    bars = [r.bar for r in requests]
-    times = np.fromiter((b.time.seconds for b in bars), dtype=np.int64, count=len(bars))
-    ohlcv = np.array([(b.open, b.high, b.low, b.close, b.volume) for b in bars], dtype=np.float64)
-    return StreamBars([r.symbol for r in requests], times, ohlcv.reshape(len(bars), 5), first_index)
+    times, ohlcv = bars_in([r.bar for r in requests])
+    return StreamBars([r.symbol for r in requests], times, ohlcv, first_index)
 
 
 # Responses are filled field by field in place: a stream builds one per bar, and nested messages
