@@ -100,8 +100,9 @@ def compute_features(ohlcv: FloatArray) -> FloatArray:
 
 
 def window_features(ohlcv: FloatArray, window: int) -> FloatArray:
-    """The last ``window`` feature vectors of a request's bars, (window, F). The server's entry
-    point: it needs at least ``bars_required(window)`` bars (older ones are ignored)."""
+    """The last ``window`` feature vectors of one request's bars, (window, F): the single-window
+    form of :func:`window_features_batch`, which the server calls. It needs at least
+    ``bars_required(window)`` bars (older ones are ignored)."""
     need = bars_required(window)
     if len(ohlcv) < need:
         raise ValueError(f"{len(ohlcv)} bars given; {need} needed for a window of {window}")

@@ -170,7 +170,6 @@ class DataPlane:
         self._lock = threading.Lock()
         #: Latest bar time served: the market clock of monitoring during a replay.
         self.market_now: dt.datetime | None = None
-        self.server_version = SERVER_VERSION
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -374,10 +373,6 @@ class DataPlane:
         return StreamSession(self)
 
     # -- info and listings -------------------------------------------------------------------
-
-    def serving_info(self) -> tuple[ModelSet, tuple[str, ...]]:
-        models = self.models()
-        return models, FEATURE_NAMES
 
     def deployed_rows(self, models: ModelSet) -> list[ModelVersionRow]:
         rows = []

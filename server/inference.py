@@ -69,7 +69,7 @@ class ModelSet:
             )
         self.feature_names = lstm.feature_names
         self.window = lstm.window
-        self.bars_required = max(bars_required(lstm.window), bars_required(1))
+        self.bars_required = bars_required(lstm.window)
         self._lstm = _session(payloads["lstm"])
         self._ensemble = _session(payloads["ensemble"])
         self.kelly = KellyComponent.from_json(payloads["kelly"].decode())

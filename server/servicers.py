@@ -29,7 +29,7 @@ from minhos.v1 import (
 )
 from server import convert
 from server.calibration import Strategy
-from server.dataplane import DataPlane
+from server.dataplane import SERVER_VERSION, DataPlane
 from server.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -185,12 +185,12 @@ class InferenceServicer(Base, inference_pb2_grpc.InferenceServiceServicer):
     def GetServingInfo(
         self, request: inference_pb2.GetServingInfoRequest, context: grpc.ServicerContext
     ) -> inference_pb2.GetServingInfoResponse:
-        models, names = self.plane.serving_info()
+        models = self.plane.models()
         return inference_pb2.GetServingInfoResponse(
             bars_required=models.bars_required,
-            feature_names=list(names),
+            feature_names=list(models.feature_names),
             deployed=[convert.model_version_out(row) for row in self.plane.deployed_rows(models)],
-            server_version=self.plane.server_version,
+            server_version=SERVER_VERSION,
         )
 
     @rpc("ListPredictions")
