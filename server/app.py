@@ -144,7 +144,7 @@ class MinhosServer:
         self.add_servicers()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            [*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         address = f"{srv.host}:{srv.port}"
         if srv.tls_cert_file and srv.tls_key_file:
@@ -157,10 +157,6 @@ class MinhosServer:
         self.metrics_port = 0
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="minhos-reload", daemon=True)
-
-    @property
-    def service_names(self) -> list[str]:
-        return list(SERVICES)
 
     def add_servicers(self) -> None:
         plane, telemetry = self.plane, self.telemetry
@@ -192,7 +188,7 @@ class MinhosServer:
             if ready
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ["", *self.service_names]:
+        for name in ["", *SERVICES]:
             self.health.set(name, status)
         self.telemetry.queue_depth.set(self.writer.depth)
 
@@ -230,7 +226,7 @@ class MinhosServer:
         self.holder.reload()
         self._set_health()
         self.server.start()
-        if self.config.server.metrics_port >= 0 and self.config.server.metrics_port != 0:
+        if self.config.server.metrics_port > 0:
             self.metrics_port = self.telemetry.serve(
                 self.config.server.host, self.config.server.metrics_port
             )
@@ -247,7 +243,7 @@ class MinhosServer:
     def stop(self, grace: float | None = None) -> None:
         """Drains in-flight RPCs for ``grace`` seconds, then the write queue, then closes."""
         self._stop.set()
-        for name in ["", *self.service_names]:
+        for name in ["", *SERVICES]:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(self.config.server.shutdown_grace_s if grace is None else grace).wait()
         if self._poller.is_alive():

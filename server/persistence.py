@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from server.db import BaseModel, database
+from server.db import TABLES, BaseModel, database
 
 log = logging.getLogger("minhos.persistence")
 
@@ -156,10 +156,4 @@ def _insert_sql(table: type[BaseModel], columns: tuple[str, ...], param: str) ->
     return f'INSERT INTO "{meta.table_name}" ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING'
 
 
-def _table_order() -> dict[type[BaseModel], int]:
-    from server.db import TABLES
-
-    return {table: i for i, table in enumerate(TABLES)}
-
-
-_ORDER = _table_order()
+_ORDER = {table: i for i, table in enumerate(TABLES)}
