@@ -212,17 +212,22 @@ def gate(
 
 
 def _deployed_probabilities(
-    repository: ModelRepository, ds: Dataset, index: npt.NDArray[np.intp]
-) -> tuple[FloatArray, FloatArray, dict[str, str]]:
+    repository: ModelRepository, ds: Dataset, spans: Sequence[npt.NDArray[np.intp]]
+) -> tuple[list[tuple[FloatArray, FloatArray]], dict[str, str]]:
+    """(LSTM, ensemble) probabilities of the deployed pair on each span, from one load of one
+    pair of versions."""
     deployed = repository.deployed()
     versions: dict[str, str] = {k: deployed[k] for k in ("lstm", "ensemble") if k in deployed}
     if len(versions) < 2:
         raise RuntimeError("the Kelly component needs a deployed LSTM and ensemble")
     _, lstm = repository.load_verified("lstm", versions["lstm"])
     _, ensemble = repository.load_verified("ensemble", versions["ensemble"])
-    p_lstm = run_lstm(session(lstm), ds.sequences(index))
-    p_ens = run_ensemble(session(ensemble), ds.rows(index))
-    return p_lstm, p_ens, versions
+    lstm_session, ensemble_session = session(lstm), session(ensemble)
+    probabilities = [
+        (run_lstm(lstm_session, ds.sequences(ix)), run_ensemble(ensemble_session, ds.rows(ix)))
+        for ix in spans
+    ]
+    return probabilities, versions
 
 
 def resolved_outcomes(
@@ -252,8 +257,9 @@ def fit_kelly_job(
 ) -> tuple[Fitted, Holdout, str]:
     """The Kelly component on resolved outcomes if there are enough, else on the deployed models'
     fused validation probabilities; scored on the held-out span either way."""
-    p_lv, p_ev, versions = _deployed_probabilities(repository, ds, split.validation)
-    p_lt, p_et, _ = _deployed_probabilities(repository, ds, split.test)
+    [(p_lv, p_ev), (p_lt, p_et)], versions = _deployed_probabilities(
+        repository, ds, (split.validation, split.test)
+    )
     y_test = ds.y[split.test]
     holdout = Holdout("kelly", y_test, p_lstm=p_lt, p_ensemble=p_et, span=ds.span(split.test))
     method = config.retrain.calibrator
