@@ -33,12 +33,30 @@ def _line(now: datetime, text: str) -> str:
     return f"{now:%Y-%m-%dT%H:%M:%S}Z {text}\n"
 
 
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise InvalidArgument(f"{kind!r} is not one of {', '.join(KINDS)}", field="kind")
+
+
+def deployed_by(kind: str, version: str) -> JobRow | None:
+    """The job whose challenger ``version`` of ``kind`` is deployed (None: the first training)."""
+    row: JobRow | None = (
+        JobRow.select()
+        .where(
+            (JobRow.kind == kind)
+            & (JobRow.challenger_version == version)
+            & (JobRow.state == "deployed")
+        )
+        .first()
+    )
+    return row
+
+
 def enqueue(
     kind: str, trigger: str, note: str, market_time: datetime | None, now: datetime
 ) -> tuple[JobRow, bool]:
     """A new queued job, or the kind's active job with the trigger noted on it (merged=True)."""
-    if kind not in KINDS:
-        raise InvalidArgument(f"{kind!r} is not one of {', '.join(KINDS)}", field="kind")
+    check_kind(kind)
     if trigger not in TRIGGERS:
         raise InvalidArgument(f"{trigger!r} is not one of {', '.join(TRIGGERS)}", field="reason")
     with write_transaction():
@@ -162,15 +180,7 @@ def record_rollback(
     """Marks the job that deployed ``replaced`` rolled back; without such a job (the first
     training deployed it), a rolled-back job row records the rollback."""
     text = f"rolled back to {deployed}" + (f": {reason}" if reason else "")
-    source = (
-        JobRow.select()
-        .where(
-            (JobRow.kind == kind)
-            & (JobRow.challenger_version == replaced)
-            & (JobRow.state == "deployed")
-        )
-        .first()
-    )
+    source = deployed_by(kind, replaced)
     if source is not None and transition(
         source.id, "rolled_back", now, reason=reason or "rolled back", message=text
     ):

@@ -34,7 +34,7 @@ from server.db import (
     write_transaction,
 )
 from server.degradation import CusumParams
-from server.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.errors import FailedPrecondition, NotFound
 from server.monitor import REFERENCE_METRIC
 from server.registry import KINDS, Manifest, ModelRepository, RegistryError
 from server.retrain_rules import (
@@ -370,15 +370,7 @@ class Retraining:
             return
         deployed = self.repository.deployed()
         for kind, version in deployed.items():
-            job = (
-                JobRow.select()
-                .where(
-                    (JobRow.kind == kind)
-                    & (JobRow.state == "deployed")
-                    & (JobRow.challenger_version == version)
-                )
-                .first()
-            )
+            job = jobs.deployed_by(kind, version)
             if job is None or job.id in self._probation_done:
                 continue
             reference = self._reference(kind, job.champion_version or version)
@@ -405,8 +397,7 @@ class Retraining:
     def _rollback(
         self, kind: str, to_version: str, reason: str, trigger: str, replaced_stage: str
     ) -> tuple[ModelVersionRow, ModelVersionRow]:
-        if kind not in KINDS:
-            raise InvalidArgument(f"{kind!r} is not one of {', '.join(KINDS)}", field="kind")
+        jobs.check_kind(kind)
         with self._lock, write_transaction():
             current = (
                 ModelVersionRow.select()
