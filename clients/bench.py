@@ -464,7 +464,6 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     target: str
     ready_s: float
-    log: Path
 
     @property
     def pid(self) -> int:
@@ -531,7 +530,7 @@ def real_server(
             if time.perf_counter() - began > READY_TIMEOUT_S:
                 raise RuntimeError(f"server {name} not SERVING after {READY_TIMEOUT_S} s")
             time.sleep(0.01)
-        yield ServerProcess(process, target, time.perf_counter() - began, log)
+        yield ServerProcess(process, target, time.perf_counter() - began)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

@@ -133,9 +133,7 @@ def duration(seconds: float) -> Duration:
     return d
 
 
-def _credentials(
-    target: str, tls_ca_file: str | None, token: str | None
-) -> grpc.ChannelCredentials | None:
+def _credentials(tls_ca_file: str | None, token: str | None) -> grpc.ChannelCredentials | None:
     if not tls_ca_file:
         return None
     with open(tls_ca_file, "rb") as fh:
@@ -191,7 +189,7 @@ class MinhosClient:
         tls_ca_file: str | None = None,
         max_attempts: int = 4,
     ) -> None:
-        creds = _credentials(target, tls_ca_file, token)
+        creds = _credentials(tls_ca_file, token)
         options = channel_options(max_attempts)
         self._channel = (
             grpc.secure_channel(target, creds, options=options)
@@ -398,7 +396,7 @@ class AsyncMinhosClient:
         tls_ca_file: str | None = None,
         max_attempts: int = 4,
     ) -> None:
-        creds = _credentials(target, tls_ca_file, token)
+        creds = _credentials(tls_ca_file, token)
         options = channel_options(max_attempts)
         self._channel = (
             grpc.aio.secure_channel(target, creds, options=options)

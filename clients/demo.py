@@ -8,7 +8,6 @@ calibration reports, then serves the dashboard until Ctrl-C; every child process
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from clients.client import MinhosClient
 from clients.replay import DEFAULT_START
 from server.config import load_config
 from server.db import open_database
-from server.registry import ModelRepository
+from server.registry import KINDS, ModelRepository
 
 
 def _free(host: str, port: int) -> bool:
@@ -57,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host, port = config.server.host, config.server.port
     target = f"{host}:{port}"
 
-    if {"lstm", "ensemble", "kelly"} - _deployed_kinds():
+    if set(KINDS) - _deployed_kinds():
         print("== no deployed models: training on the built-in S&P 500", flush=True)
         subprocess.run([sys.executable, "-m", "export.train"], check=True)
     if not _free(host, port):
@@ -94,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n== dashboard on {url} (Ctrl-C stops everything)", flush=True)
         dashboard = [sys.executable, "-m", "dashboard.app", "--target", target]
         dashboard += ["--port", str(args.dashboard_port)]
-        children.append(subprocess.Popen(dashboard, env={**os.environ}))
+        children.append(subprocess.Popen(dashboard))
         children[-1].wait()
         return 0
     except KeyboardInterrupt:

@@ -33,7 +33,6 @@ class ReplaySummary:
     resolved: int = 0
     hits: int = 0
     confidence_sum: float = 0.0
-    agreement_sum: float = 0.0
     agree_count: int = 0
     #: Compounded growth of 1 unit of capital.
     kelly_equity: float = 1.0
@@ -64,7 +63,6 @@ class ReplaySummary:
             p = response.prediction
             self.predictions += 1
             self.confidence_sum += p.confidence
-            self.agreement_sum += p.agreement
             same_side = (p.lstm.probability_up >= 0.5) == (p.ensemble.probability_up >= 0.5)
             self.agree_count += int(same_side)
 
