@@ -263,8 +263,8 @@ class Monitor:
         start: datetime | None = None,
         last_n: int | None = None,
         resolved_only: bool = False,
-        limit: int | None = None,
     ) -> _Sample:
+        """Predictions up to ``now`` (after ``start``), the newest ``last_n`` of them if given."""
         query = (
             PredictionRow.select(
                 PredictionRow.bar_time,
@@ -289,9 +289,8 @@ class Monitor:
             query = query.where(
                 OutcomeRow.resolved_at.is_null(False) & (OutcomeRow.resolved_at <= now)
             )
-        cap = last_n or limit
-        if cap:
-            rows = _raw_rows(query.order_by(PredictionRow.bar_time.desc()).limit(cap))
+        if last_n:
+            rows = _raw_rows(query.order_by(PredictionRow.bar_time.desc()).limit(last_n))
             rows.reverse()
         else:
             rows = _raw_rows(query.order_by(PredictionRow.bar_time))
@@ -410,7 +409,7 @@ class Monitor:
     def _trends(self, now: datetime) -> list[tr.Trend]:
         cfg = self.config
         recent = self._load(now, last_n=cfg.trend_last_n)
-        resolved = self._load(now, resolved_only=True, limit=cfg.trend_last_n)
+        resolved = self._load(now, resolved_only=True, last_n=cfg.trend_last_n)
         out = [
             tr.fit_trend(resolved.correct(c).astype(np.float64), "accuracy", c, t_crit=cfg.trend_t)
             for c in MODEL_COMPONENTS
@@ -443,7 +442,7 @@ class Monitor:
         now = now or self.latest_market_time()
         window = window or timedelta(hours=cfg.window_hours)
         last_n = last_n or cfg.last_n
-        win = self._load(now, start=now - window, limit=WINDOW_MAX_PREDICTIONS)
+        win = self._load(now, start=now - window, last_n=WINDOW_MAX_PREDICTIONS)
         lastn = self._load(now, last_n=last_n)
         win_req = self._requests(now - window, now)
         lastn_req = self._requests(lastn.bar_time[0] if len(lastn) else None, now, inclusive=True)
@@ -452,7 +451,7 @@ class Monitor:
         )
         if win_req.count > scored_req.count:
             scored_req = win_req
-        history = self._load(now, resolved_only=True, limit=DEGRADATION_MAX_OUTCOMES)
+        history = self._load(now, resolved_only=True, last_n=DEGRADATION_MAX_OUTCOMES)
         scores: dict[str, float] = {}
         components: list[ComponentHealth] = []
         for name in (*MODEL_COMPONENTS, "server"):
