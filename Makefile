@@ -69,7 +69,7 @@ bench: $(STAMP)
 # Degradation detector on the real models: false alarms on the healthy test span, detection delay
 # when degraded (needs `make train` first).
 study: $(STAMP)
-	$(PY) -m export.detection_study
+	$(PY) -m clients.study
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

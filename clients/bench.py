@@ -218,13 +218,13 @@ def floor_plane(
     models: Models, scratch: Path, stream_count: int
 ) -> Iterator[tuple[Floor, Messages]]:
     """The floor, and the real messages (their serialized sizes drive the bare server)."""
-    from server import convert
-    from server.config import load_config
-    from server.dataplane import DataPlane, outcome_of
-    from server.db import close_database, open_database
-    from server.inference import ModelHolder
-    from server.persistence import BatchWriter
-    from server.registry import ModelRepository
+    from server.core.config import load_config
+    from server.serving.dataplane import DataPlane, outcome_of
+    from server.serving.models import ModelHolder
+    from server.storage.registry import ModelRepository
+    from server.storage.schema import close_database, open_database
+    from server.storage.writer import BatchWriter
+    from server.transport import convert
 
     config = load_config(
         env={
@@ -631,7 +631,7 @@ IMPORT_PROBE = """
 import json, sys
 from pathlib import Path
 import grpc
-from server.config import load_config
+from server.core.config import load_config
 from server.app import MinhosServer
 from minhos.v1 import inference_pb2, inference_pb2_grpc
 
@@ -948,7 +948,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--server-env takes MINHOS_<SECTION>_<FIELD>=VALUE")
     database = args.database
     if args.repository and not database:
-        from server.config import load_config
+        from server.core.config import load_config
 
         url = load_config().storage.database_url
         if not url.startswith("sqlite:///"):

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from clients import cli
 from clients.client import MinhosClient
 from clients.replay import DEFAULT_START
-from server.config import load_config
-from server.db import open_database
-from server.registry import KINDS, ModelRepository
+from server.core.config import load_config
+from server.core.manifest import KINDS
+from server.storage.registry import ModelRepository
+from server.storage.schema import open_database
 
 
 def _free(host: str, port: int) -> bool:

@@ -1,6 +1,6 @@
 """Market data: the built-in S&P 500 daily series (shipped inside ``arch``) and users' OHLCV CSVs.
 
-Both come out as :class:`MarketData` (numpy arrays), checked by :func:`export.bars.validate_ohlcv`.
+Both come out as :class:`MarketData` (numpy arrays), checked by :func:`server.core.bars.validate_ohlcv`.
 Nothing here touches the network.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from export.bars import COLUMNS, BarError, validate_ohlcv
+from server.core.bars import COLUMNS, BarError, validate_ohlcv
 
 BUILTIN_SYMBOL = "SPX"
 

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import roc_auc_score
 
-from server import calibration
+from server.core import calibration, scoring
 
 FloatArray = npt.NDArray[np.float64]
 METRICS: tuple[str, ...] = ("accuracy", "log_loss", "brier", "ece", "auc")
@@ -27,9 +27,7 @@ def score(p: FloatArray, y: FloatArray) -> dict[str, float]:
     y = np.asarray(y, dtype=np.float64)
     auc = roc_auc_score(y, p) if 0 < y.sum() < len(y) and np.ptp(p) > 0 else 0.5
     return {
-        "accuracy": calibration.direction_accuracy(p, y),
-        "log_loss": calibration.log_loss(p, y),
-        "brier": calibration.brier_score(p, y),
+        **scoring.score(p, y).as_dict(),
         "ece": ece(p, y),
         "auc": float(auc),
         "n": float(len(y)),

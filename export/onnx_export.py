@@ -1,6 +1,6 @@
 """ONNX export of both models, with a parity check against the framework they were trained in.
 
-Input and output names are part of the contract with the server (server/inference.py):
+Input and output names are part of the contract with the server (server/serving/models.py):
   LSTM:      "features" float32 (batch, window, F)  ->  "probability_up" float32 (batch,)
   ensemble:  "features" float32 (batch, F)          ->  "probabilities"  float32 (batch, 2)
 Both have a dynamic batch axis.

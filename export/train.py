@@ -2,7 +2,7 @@
 component -> model repository, with the out-of-sample metrics table beside naive baselines.
 
 ``python -m export.train`` (``make train``) trains on the built-in S&P 500 series and deploys.
-The functions per model kind are reused by retraining jobs (server/retrain_worker.py).
+The functions per model kind are reused by retraining jobs (export/retrain_worker.py).
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from export import features as F
 from export.data import MarketData, load_csv, load_sp500
 from export.ensemble import EnsembleSettings, predict_ensemble, train_ensemble
 from export.evaluation import baselines, score, table
@@ -32,11 +31,13 @@ from export.onnx_export import (
     session,
 )
 from export.split import Split, walk_forward_split
-from server.calibrator import KellyComponent, fit_kelly_component
-from server.config import Config, load_config
-from server.db import close_database, open_database
-from server.fusion import fuse
-from server.registry import FeatureSpec, Manifest, ModelRepository, new_version
+from server.core import features as F
+from server.core.calibrator import KellyComponent, fit_kelly_component
+from server.core.config import Config, load_config
+from server.core.fusion import fuse
+from server.core.manifest import FeatureSpec, Manifest
+from server.storage.registry import ModelRepository, new_version
+from server.storage.schema import close_database, open_database
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -259,6 +260,32 @@ class TrainReport:
     seconds: float
 
 
+def publish_set(
+    repository: ModelRepository,
+    models: Sequence[Fitted],
+    versions: Mapping[str, str],
+    *,
+    deploy: bool,
+) -> dict[str, Manifest]:
+    """Registers a set trained together, then deploys it in one transaction (deploying kind by
+    kind let the server's poller load a mix that was never validated together)."""
+    manifests = {
+        fitted.kind: repository.publish(
+            fitted.kind,
+            fitted.payload,
+            file=fitted.file,
+            feature_spec=fitted.feature_spec,
+            metrics=fitted.metrics,
+            info=fitted.info,
+            version=versions.get(fitted.kind),
+        )
+        for fitted in models
+    }
+    if deploy:
+        repository.deploy_set({kind: m.version for kind, m in manifests.items()})
+    return manifests
+
+
 def train_and_publish(
     data: MarketData,
     repository: ModelRepository,
@@ -293,18 +320,7 @@ def train_and_publish(
     )
     steps.update()
     steps.close()
-    manifests: dict[str, Manifest] = {}
-    for fitted in (lstm, ensemble, kelly):
-        manifests[fitted.kind] = repository.publish(
-            fitted.kind,
-            fitted.payload,
-            file=fitted.file,
-            feature_spec=fitted.feature_spec,
-            metrics=fitted.metrics,
-            info=fitted.info,
-            version=versions.get(fitted.kind),
-            deploy=deploy,
-        )
+    manifests = publish_set(repository, (lstm, ensemble, kelly), versions, deploy=deploy)
     y_train, y_test = ds.y[split.train], ds.y[split.test]
     fused = fuse(lstm.p_test, ensemble.p_test, config.fusion).probability_up
     rows = {

@@ -27,21 +27,21 @@ from minhos.v1 import (
     retrain_pb2,
     retrain_pb2_grpc,
 )
-from server.alerts import AlertCandidate
-from server.config import Config
-from server.dataplane import DataPlane
-from server.db import close_database, open_database, utcnow
-from server.inference import ModelHolder, ModelSet
-from server.monitor import REFERENCE_METRIC, Monitor
-from server.persistence import BatchWriter
-from server.registry import ModelRepository
-from server.servicers import (
+from server.core.config import Config
+from server.monitoring.alerts import AlertCandidate
+from server.monitoring.monitor import REFERENCE_METRIC, Monitor
+from server.serving.dataplane import DataPlane
+from server.serving.models import ModelHolder, ModelSet
+from server.storage.registry import ModelRepository
+from server.storage.schema import close_database, open_database, utcnow
+from server.storage.writer import BatchWriter
+from server.transport.servicers import (
     CalibrationServicer,
     InferenceServicer,
     MonitoringServicer,
     RetrainServicer,
 )
-from server.telemetry import Telemetry
+from server.transport.telemetry import Telemetry
 
 log = logging.getLogger("minhos.server")
 
@@ -57,7 +57,7 @@ OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 if TYPE_CHECKING:
-    from server.retraining import Retraining
+    from server.retraining.coordinator import Retraining
 
     Handler = grpc.RpcMethodHandler[Any, Any]
     Interceptor = grpc.ServerInterceptor[Any, Any]
@@ -122,7 +122,7 @@ class MinhosServer:
         self.monitor = Monitor(config.monitoring, reference={}, wall_clock=clock)
         self.retraining: Retraining | None = None
         if config.retrain.enabled:
-            from server.retraining import Retraining
+            from server.retraining.coordinator import Retraining
 
             self.retraining = Retraining(config, self.repository, clock=clock, on_alert=self._alert)
         self._last_evaluation = 0.0

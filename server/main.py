@@ -10,8 +10,8 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from server.config import ConfigError, load_config
-from server.telemetry import setup_logging
+from server.core.config import ConfigError, load_config
+from server.transport.telemetry import setup_logging
 
 log = logging.getLogger("minhos.server")
 

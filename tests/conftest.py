@@ -18,9 +18,9 @@ from export.data import MarketData, load_sp500
 from export.ensemble import EnsembleSettings
 from export.lstm import LSTMSettings
 from export.train import TrainReport, TrainSettings, train_and_publish
-from server.config import Config, StorageConfig, load_config
-from server.db import close_database, open_database
-from server.registry import ModelRepository
+from server.core.config import Config, StorageConfig, load_config
+from server.storage.registry import ModelRepository
+from server.storage.schema import close_database, open_database
 
 TINY = TrainSettings(
     seed=3,

@@ -13,7 +13,7 @@ from clients.client import MinhosClient, bars_from_arrays
 from export.data import MarketData
 from minhos.v1 import common_pb2
 from server.app import MinhosServer
-from server.config import Config
+from server.core.config import Config
 
 
 def server_config(config: Config, **server: Any) -> Config:

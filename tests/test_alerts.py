@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from server.alerts import (
+from server.monitoring.alerts import (
     Alert,
     AlertCandidate,
     Cooldown,

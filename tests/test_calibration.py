@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from sklearn.calibration import calibration_curve
 
-from server.calibration import (
+from server.core.calibration import (
     brier_decomposition,
-    brier_score,
     calibration_report,
     confidence_zones,
     ece_mce,
     find_miscalibrations,
     reliability_bins,
 )
+from server.core.scoring import brier_score
 
 
 @pytest.mark.parametrize("strategy", ["uniform", "quantile"])

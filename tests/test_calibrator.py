@@ -7,7 +7,7 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from server.calibrator import (
+from server.core.calibrator import (
     KellyComponent,
     fit_isotonic,
     fit_kelly_component,

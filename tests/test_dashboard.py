@@ -15,7 +15,7 @@ from clients.client import MinhosClient
 from clients.replay import replay
 from dashboard.app import create_app
 from export.data import MarketData
-from server.alerts import AlertCandidate
+from server.monitoring.alerts import AlertCandidate
 from tests.conftest import Trained
 from tests.server_harness import live_index, running
 

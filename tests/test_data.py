@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.bars import BarError, validate_ohlcv
 from export.data import MarketData, load_csv
 from export.split import trailing_split, walk_forward_split
+from server.core.bars import BarError, validate_ohlcv
 
 HEADER = "date,open,high,low,close,volume\n"
 GOOD = [

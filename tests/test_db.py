@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from server.db import JobRow, close_database, open_database, utcnow
+from server.storage.schema import JobRow, close_database, open_database, utcnow
 
 
 def test_missing_nullable_column_is_added(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.degradation import (
+from server.monitoring.degradation import (
     BernoulliCusum,
     CusumParams,
     cusum_path,

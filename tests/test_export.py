@@ -10,12 +10,12 @@ import onnxruntime as ort
 import pytest
 from sklearn.base import clone
 
-from export import features as F
 from export.data import MarketData
 from export.ensemble import build_ensemble
 from export.onnx_export import ParityError, check_parity, export_ensemble, run_ensemble, session
-from server.db import ModelVersionRow, open_database
-from server.registry import IntegrityError, ModelRepository
+from server.core import features as F
+from server.storage.registry import IntegrityError, ModelRepository
+from server.storage.schema import ModelVersionRow, open_database
 from tests.conftest import TINY, Trained
 
 

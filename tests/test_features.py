@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export import features as F
 from export.data import MarketData
+from server.core import features as F
 
 
 def test_features_are_causal(sp500: MarketData) -> None:

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from server.config import MonitoringConfig
-from server.health_score import (
+from server.core.config import MonitoringConfig
+from server.monitoring.health_score import (
     error_rate_score,
     overall_score,
     ramp,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import uuid
 
-from server.ids import new_ids
+from server.serving.ids import new_ids
 
 
 def test_ids_are_uuid7_unique_and_ordered_by_time() -> None:

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server import trends as tr
-from server.alerts import Alert
-from server.config import MonitoringConfig
-from server.db import (
+from server.core.config import MonitoringConfig
+from server.monitoring import trends as tr
+from server.monitoring.alerts import Alert
+from server.monitoring.monitor import AlertNotFoundError, Monitor
+from server.storage.schema import (
     AlertRow,
     MetricRow,
     OutcomeRow,
@@ -23,7 +24,6 @@ from server.db import (
     close_database,
     open_database,
 )
-from server.monitor import AlertNotFoundError, Monitor
 
 T0 = datetime(2020, 1, 1, 21, 0)
 REFERENCE = {"lstm": 0.53, "ensemble": 0.53, "fusion": 0.53}

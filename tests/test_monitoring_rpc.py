@@ -12,7 +12,7 @@ from clients.client import MinhosClient
 from clients.replay import replay
 from export.data import MarketData
 from minhos.v1 import calibration_pb2, common_pb2, monitoring_pb2
-from server.config import Config
+from server.core.config import Config
 from tests.conftest import Trained
 from tests.server_harness import live_index, running
 
@@ -86,7 +86,7 @@ def test_health_and_calibration_after_a_replay(
         assert isinstance(info.value, grpc.Call) and info.value.code() == grpc.StatusCode.NOT_FOUND
 
         # Alerts: a raised one can be acknowledged once and then leaves the active list.
-        from server.alerts import AlertCandidate
+        from server.monitoring.alerts import AlertCandidate
 
         srv.monitor.record(
             AlertCandidate("high_error_rate", "critical", "server", "test alert", 0.2, 0.05)

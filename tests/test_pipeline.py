@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from server.pipeline import pipelined
+from server.transport.pipeline import pipelined
 
 
 def _collect(

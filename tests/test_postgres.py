@@ -18,8 +18,14 @@ import pytest
 from clients.bench import free_port
 from clients.client import MinhosClient
 from export.data import MarketData
-from server.db import OutcomeRow, PredictionRow, RequestRow, close_database, open_database
-from server.registry import ModelRepository
+from server.storage.registry import ModelRepository
+from server.storage.schema import (
+    OutcomeRow,
+    PredictionRow,
+    RequestRow,
+    close_database,
+    open_database,
+)
 from tests.conftest import Trained
 from tests.server_harness import live_index, window
 

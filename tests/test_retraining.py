@@ -18,16 +18,24 @@ import numpy as np
 import pytest
 
 from clients.client import MinhosClient
+from export import retrain_worker
 from export.data import MarketData
 from minhos.v1 import common_pb2
-from server import jobs, retrain_worker
-from server.alerts import AlertCandidate
-from server.config import Config
-from server.db import JobRow, ModelVersionRow, OutcomeRow, PredictionRow, open_database, utcnow
-from server.errors import FailedPrecondition, InvalidArgument, NotFound
-from server.inference import load_model_set
-from server.registry import ModelRepository
-from server.retraining import Retraining
+from server.core.config import Config
+from server.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.monitoring.alerts import AlertCandidate
+from server.retraining.coordinator import Retraining
+from server.serving.models import load_model_set
+from server.storage import jobs
+from server.storage.registry import ModelRepository
+from server.storage.schema import (
+    JobRow,
+    ModelVersionRow,
+    OutcomeRow,
+    PredictionRow,
+    open_database,
+    utcnow,
+)
 from tests.conftest import TINY, Trained
 from tests.server_harness import running, window
 

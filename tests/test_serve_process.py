@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clients.bench import free_port
 from clients.client import MinhosClient
 from export.data import MarketData
-from server.db import PredictionRow, open_database
+from server.storage.schema import PredictionRow, open_database
 from tests.conftest import Trained
 from tests.server_harness import live_index, window
 

@@ -19,10 +19,10 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from clients.client import MinhosClient, bar, columns_from_arrays
-from export import features as F
 from export.data import MarketData
 from minhos.v1 import common_pb2
-from server.db import OutcomeRow, PredictionRow, RequestRow
+from server.core import features as F
+from server.storage.schema import OutcomeRow, PredictionRow, RequestRow
 from tests.conftest import TINY, Trained
 from tests.server_harness import live_index, running, window
 
@@ -235,7 +235,7 @@ def test_hot_reload_under_load_never_fails_or_mixes(trained: Trained, sp500: Mar
     """A new LSTM is deployed while 4 threads predict: no request fails, and every response's LSTM
     probability is exactly what the version it names computes."""
     from export.train import fit_lstm, prepare
-    from server.registry import ModelRepository
+    from server.storage.registry import ModelRepository
 
     config = trained.config()
     ds, split = prepare(sp500.slice(0, live_index(sp500)), TINY)

@@ -12,10 +12,10 @@ import pytest
 
 from clients.client import bars_from_arrays
 from export.data import MarketData
-from server.dataplane import DataPlane, StreamBars, StreamStep
-from server.db import RequestRow
-from server.errors import InvalidArgument, NotFound, ResourceExhausted
-from server.inference import ModelSet
+from server.core.errors import InvalidArgument, NotFound, ResourceExhausted
+from server.serving.dataplane import DataPlane, StreamBars, StreamStep
+from server.serving.models import ModelSet
+from server.storage.schema import RequestRow
 from tests.conftest import Trained
 from tests.server_harness import live_index, running
 

@@ -11,31 +11,14 @@ from datetime import datetime
 
 import peewee as pw
 
-from server.db import JobRow, database, write_transaction
-from server.errors import InvalidArgument, NotFound
-from server.registry import KINDS
-from server.retrain_rules import ACTIVE_STATES, merge_target
-
-TRIGGERS = ("schedule", "degradation", "manual")
-FINAL_STATES = ("deployed", "rejected", "failed", "rolled_back")
-#: Allowed predecessors of each state.
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "running": ("queued", "running"),
-    "validating": ("running",),
-    "deployed": ("validating",),
-    "rejected": ("running", "validating"),
-    "failed": ("queued", "running", "validating"),
-    "rolled_back": ("deployed",),
-}
+from server.core.errors import InvalidArgument, NotFound
+from server.core.jobs import ACTIVE_STATES, FINAL_STATES, TRANSITIONS, TRIGGERS, merge_target
+from server.core.manifest import check_kind
+from server.storage.schema import JobRow, database, write_transaction
 
 
 def _line(now: datetime, text: str) -> str:
     return f"{now:%Y-%m-%dT%H:%M:%S}Z {text}\n"
-
-
-def check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise InvalidArgument(f"{kind!r} is not one of {', '.join(KINDS)}", field="kind")
 
 
 def deployed_by(kind: str, version: str) -> JobRow | None:

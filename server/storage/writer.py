@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from server.db import TABLES, BaseModel, database
+from server.storage.schema import TABLES, BaseModel, database
 
 log = logging.getLogger("minhos.persistence")
 

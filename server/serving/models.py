@@ -16,12 +16,13 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from export.features import bars_required, window_features_batch
-from server.calibrator import KellyComponent
-from server.config import Config
-from server.fusion import Fused, fuse
-from server.kelly import size_positions
-from server.registry import KINDS, Manifest, ModelNotFoundError, ModelRepository
+from server.core.calibrator import KellyComponent
+from server.core.config import Config
+from server.core.features import bars_required, window_features_batch
+from server.core.fusion import Fused, fuse
+from server.core.kelly import size_positions
+from server.core.manifest import KINDS, Manifest
+from server.storage.registry import ModelNotFoundError, ModelRepository
 
 log = logging.getLogger("minhos.inference")
 FloatArray = npt.NDArray[np.float64]

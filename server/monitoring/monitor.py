@@ -8,7 +8,7 @@ report computed "as of" a past bar never sees later outcomes. Wall time is used 
 
 Scores are computed on whichever of the two windows (time window, last N predictions) holds more
 resolved outcomes: a 24 h window holds one daily bar, which says nothing. Degradation runs the
-CUSUM of :mod:`server.degradation` over all resolved outcomes of the component's current version(s)
+CUSUM of :mod:`server.monitoring.degradation` over all resolved outcomes of the component's current version(s)
 in ``bar_time`` order.
 """
 
@@ -25,11 +25,12 @@ import numpy as np
 import peewee as pw
 from numpy.typing import NDArray
 
-from server import calibration as cal
-from server import degradation as deg
-from server import health_score as hs
-from server import trends as tr
-from server.alerts import (
+from server.core import calibration as cal
+from server.core.config import MonitoringConfig
+from server.monitoring import degradation as deg
+from server.monitoring import health_score as hs
+from server.monitoring import trends as tr
+from server.monitoring.alerts import (
     RANK_SEVERITY,
     SEVERITY_RANK,
     Alert,
@@ -40,8 +41,7 @@ from server.alerts import (
     in_cooldown,
     route,
 )
-from server.config import MonitoringConfig
-from server.db import (
+from server.storage.schema import (
     AlertRow,
     MetricRow,
     OutcomeRow,

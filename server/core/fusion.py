@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from server.config import FusionConfig
+from server.core.config import FusionConfig
 
 FloatArray = npt.NDArray[np.float64]
 

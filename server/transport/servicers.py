@@ -27,10 +27,8 @@ from minhos.v1 import (
     retrain_pb2,
     retrain_pb2_grpc,
 )
-from server import convert
-from server.calibration import Strategy
-from server.dataplane import SERVER_VERSION, DataPlane
-from server.errors import (
+from server.core.calibration import Strategy
+from server.core.errors import (
     FailedPrecondition,
     InvalidArgument,
     MinhosError,
@@ -38,12 +36,14 @@ from server.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from server.monitor import AlertNotFoundError, Monitor, Source
-from server.pipeline import pipelined
-from server.telemetry import Telemetry
+from server.monitoring.monitor import AlertNotFoundError, Monitor, Source
+from server.serving.dataplane import SERVER_VERSION, DataPlane
+from server.transport import convert
+from server.transport.pipeline import pipelined
+from server.transport.telemetry import Telemetry
 
 if TYPE_CHECKING:
-    from server.retraining import Retraining
+    from server.retraining.coordinator import Retraining
 
 log = logging.getLogger("minhos.rpc")
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from server.calibrator import KellyComponent
-from server.config import KellyConfig
+from server.core.calibrator import KellyComponent
+from server.core.config import KellyConfig
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -25,6 +25,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from server.core.scoring import brier_score, predicts_up
+
 FloatArray = NDArray[np.float64]
 Strategy = Literal["uniform", "quantile"]
 ZoneName = Literal["very_low", "low", "medium", "high", "very_high"]
@@ -163,23 +165,6 @@ def ece_mce(bins: Sequence[ReliabilityBin]) -> tuple[float, float]:
     gaps = [abs(b.observed_frequency - b.mean_predicted) for b in bins]
     ece = sum(g * b.count for g, b in zip(gaps, bins, strict=True)) / total
     return float(ece), float(max(gaps))
-
-
-def brier_score(p: ArrayLike, y: ArrayLike) -> float:
-    x, t = _as_float(p), _as_float(y)
-    return float(np.mean((x - t) ** 2)) if x.size else math.nan
-
-
-def log_loss(p: ArrayLike, y: ArrayLike, eps: float = 1e-12) -> float:
-    """Mean binary cross-entropy of P(up) against 0/1 labels (p clipped to [eps, 1 - eps])."""
-    x, t = np.clip(_as_float(p), eps, 1 - eps), _as_float(y)
-    return float(-np.mean(t * np.log(x) + (1 - t) * np.log(1 - x))) if x.size else math.nan
-
-
-def direction_accuracy(p: ArrayLike, y: ArrayLike) -> float:
-    """Share of right directions, with the server's rule: up when P(up) >= 0.5."""
-    x, t = _as_float(p), _as_float(y)
-    return float(np.mean((x >= 0.5) == (t > 0.5))) if x.size else math.nan
 
 
 def brier_decomposition(bins: Sequence[ReliabilityBin]) -> BrierDecomposition:
@@ -345,14 +330,14 @@ def calibration_report(
     """Full report of one source.
 
     ``y`` is 1 when the bar closed up. ``confidence`` defaults to max(p_up, 1 - p_up) and
-    ``correct`` to (p_up > 0.5) == y; the fused source passes its own confidence and hit columns.
+    ``correct`` to the served direction (P(up) >= 0.5) == y; the fused source passes its own confidence and hit columns.
     """
     settings = settings or CalibrationSettings()
     p, t = _as_float(p_up), _as_float(y)
     if p.shape != t.shape:
         raise ValueError("p_up and y differ in length")
     conf = np.maximum(p, 1 - p) if confidence is None else _as_float(confidence)
-    ok = ((p > 0.5) == (t > 0.5)).astype(np.float64) if correct is None else _as_float(correct)
+    ok = (predicts_up(p) == (t > 0.5)).astype(np.float64) if correct is None else _as_float(correct)
     n = int(p.size)
     bins = reliability_bins(p, t, n_bins, strategy)
     uniform = bins if strategy == "uniform" else reliability_bins(p, t, n_bins, "uniform")

@@ -14,14 +14,18 @@ import json
 import secrets
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.db import ModelVersionRow, utcnow, write_transaction
+from server.core.manifest import (
+    STAGES,
+    FeatureSpec,
+    MalformedManifest,
+    Manifest,
+    check_kind,
+)
+from server.storage.schema import ModelVersionRow, utcnow, write_transaction
 
-KINDS = ("lstm", "ensemble", "kelly")
-STAGES = ("candidate", "deployed", "backup", "rejected", "retired")
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"
 
@@ -38,43 +42,6 @@ class IntegrityError(RegistryError):
     """A model file does not match the SHA-256 of its manifest, or the manifest is malformed."""
 
 
-@dataclass(frozen=True)
-class FeatureSpec:
-    feature_names: tuple[str, ...]
-    #: Feature vectors the model reads per prediction (1 for the ensemble).
-    window: int
-    #: Raw bars a request must carry to build that window.
-    bars_required: int
-    train_start: str  # ISO date of the first training bar
-    train_end: str
-
-
-@dataclass(frozen=True)
-class Manifest:
-    kind: str
-    version: str
-    sha256: str
-    file: str
-    created_at: str
-    feature_spec: FeatureSpec
-    metrics: dict[str, float] = field(default_factory=dict)
-    #: Free-form, JSON-serialisable facts (seed, hyper-parameters, input/output names).
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @staticmethod
-    def from_json(text: str) -> Manifest:
-        try:
-            raw = json.loads(text)
-            spec = raw.pop("feature_spec")
-            spec["feature_names"] = tuple(spec["feature_names"])
-            return Manifest(feature_spec=FeatureSpec(**spec), **raw)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IntegrityError(f"malformed manifest: {exc}") from None
-
-
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -83,11 +50,6 @@ def new_version(now: dt.datetime | None = None) -> str:
     """Sortable and unique: UTC time to the second plus random hex."""
     now = now or utcnow()
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ModelNotFoundError(f"unknown model kind {kind!r}; expected one of {KINDS}")
 
 
 class ModelRepository:
@@ -112,7 +74,7 @@ class ModelRepository:
         deploy: bool = False,
     ) -> Manifest:
         """Writes a model file and its manifest, then registers it (as candidate, or deployed)."""
-        _check_kind(kind)
+        check_kind(kind)
         version = version or new_version()
         target = self.directory(kind, version)
         if target.exists():
@@ -149,12 +111,14 @@ class ModelRepository:
         return manifest
 
     def read_manifest(self, kind: str, version: str) -> Manifest:
-        _check_kind(kind)
+        check_kind(kind)
         path = self.directory(kind, version) / MANIFEST
         try:
             return Manifest.from_json(path.read_text())
         except FileNotFoundError:
             raise ModelNotFoundError(f"{kind} version {version}: no manifest at {path}") from None
+        except MalformedManifest as exc:
+            raise IntegrityError(f"{kind} version {version}: {exc}") from None
 
     def load_verified(self, kind: str, version: str) -> tuple[Manifest, bytes]:
         """The manifest and the model bytes, after checking the bytes against both the manifest
@@ -176,25 +140,35 @@ class ModelRepository:
 
     def deploy(self, kind: str, version: str) -> None:
         """Marks ``version`` deployed and the previously deployed one a backup, atomically."""
-        _check_kind(kind)
+        self.deploy_set({kind: version})
+
+    def deploy_set(self, versions: Mapping[str, str]) -> None:
+        """Deploys one version per kind in one transaction: the server's poller sees the whole
+        set or none of it, never a mix that was not validated together."""
+        for kind in versions:
+            check_kind(kind)
         with write_transaction():
-            row = ModelVersionRow.get_or_none(
-                (ModelVersionRow.kind == kind) & (ModelVersionRow.version == version)
+            for kind, version in versions.items():
+                self._deploy_one(kind, version)
+
+    def _deploy_one(self, kind: str, version: str) -> None:
+        row = ModelVersionRow.get_or_none(
+            (ModelVersionRow.kind == kind) & (ModelVersionRow.version == version)
+        )
+        if row is None:
+            raise ModelNotFoundError(f"{kind} version {version} is not registered")
+        (
+            ModelVersionRow.update(stage="backup", stage_changed_at=utcnow())
+            .where(
+                (ModelVersionRow.kind == kind)
+                & (ModelVersionRow.stage == "deployed")
+                & (ModelVersionRow.version != version)
             )
-            if row is None:
-                raise ModelNotFoundError(f"{kind} version {version} is not registered")
-            (
-                ModelVersionRow.update(stage="backup", stage_changed_at=utcnow())
-                .where(
-                    (ModelVersionRow.kind == kind)
-                    & (ModelVersionRow.stage == "deployed")
-                    & (ModelVersionRow.version != version)
-                )
-                .execute()
-            )
-            row.stage = "deployed"
-            row.deployed_at = row.stage_changed_at = utcnow()
-            row.save()
+            .execute()
+        )
+        row.stage = "deployed"
+        row.deployed_at = row.stage_changed_at = utcnow()
+        row.save()
 
     def set_stage(self, kind: str, version: str, stage: str) -> None:
         if stage not in STAGES:

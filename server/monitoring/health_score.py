@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from server.config import MonitoringConfig
+from server.core.config import MonitoringConfig
 
 Status = Literal["healthy", "degraded", "unhealthy", "unknown"]
 STATUS_ORDER: dict[Status, int] = {"unknown": 0, "healthy": 1, "degraded": 2, "unhealthy": 3}

@@ -2,7 +2,7 @@
 degradation), one worker process at a time, crash and timeout handling, probation of newly deployed
 versions, rollback, and pruning of expired backups.
 
-Training itself never runs here: each job is a ``python -m server.retrain_worker JOB_ID`` child
+Training itself never runs here: each job is a ``python -m export.retrain_worker JOB_ID`` child
 process (torch and scikit-learn stay out of the serving process), which writes its progress to the
 job row and deploys through the registry; the server's poller swaps the sessions by itself.
 """
@@ -22,10 +22,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, cast
 
-from server import jobs
-from server.alerts import AlertCandidate, Severity
-from server.config import Config
-from server.db import (
+from server.core import scoring
+from server.core.config import Config
+from server.core.errors import FailedPrecondition, NotFound
+from server.core.jobs import ACTIVE_STATES
+from server.core.manifest import KINDS, Manifest, check_kind
+from server.monitoring.alerts import AlertCandidate, Severity
+from server.monitoring.degradation import CusumParams
+from server.monitoring.monitor import REFERENCE_METRIC
+from server.retraining.rules import (
+    degradation_due,
+    probation_verdict,
+    schedule_due,
+)
+from server.storage import jobs
+from server.storage.registry import ModelRepository, RegistryError
+from server.storage.schema import (
     JobRow,
     ModelVersionRow,
     OutcomeRow,
@@ -33,22 +45,12 @@ from server.db import (
     utcnow,
     write_transaction,
 )
-from server.degradation import CusumParams
-from server.errors import FailedPrecondition, NotFound
-from server.monitor import REFERENCE_METRIC
-from server.registry import KINDS, Manifest, ModelRepository, RegistryError
-from server.retrain_rules import (
-    ACTIVE_STATES,
-    degradation_due,
-    probation_verdict,
-    schedule_due,
-)
 
 log = logging.getLogger("minhos.retraining")
 
 
 def default_worker_argv(job_id: str) -> list[str]:
-    return [sys.executable, "-m", "server.retrain_worker", job_id]
+    return [sys.executable, "-m", "export.retrain_worker", job_id]
 
 
 def config_env(config: Config) -> dict[str, str]:
@@ -349,7 +351,7 @@ class Retraining:
                 hits.append(float(bool(hit)))
             else:
                 p = p_lstm if kind == "lstm" else p_ens
-                hits.append(float((p >= 0.5) == (realized > 0)))
+                hits.append(float(scoring.hits(scoring.predicts_up(p), realized)))
         return hits
 
     def _reference(self, kind: str, version: str) -> float:
@@ -397,7 +399,7 @@ class Retraining:
     def _rollback(
         self, kind: str, to_version: str, reason: str, trigger: str, replaced_stage: str
     ) -> tuple[ModelVersionRow, ModelVersionRow]:
-        jobs.check_kind(kind)
+        check_kind(kind)
         with self._lock, write_transaction():
             current = (
                 ModelVersionRow.select()

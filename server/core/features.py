@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from export.bars import CLOSE, HIGH, LOW, OPEN, VOLUME
+from server.core.bars import CLOSE, HIGH, LOW, OPEN, VOLUME
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -1,5 +1,5 @@
 """Domain errors of the core, each naming the field at fault. The transport maps them to status
-codes (server/servicers.py); the core itself knows nothing of gRPC."""
+codes (server/transport/servicers.py); the core itself knows nothing of gRPC."""
 
 from __future__ import annotations
 

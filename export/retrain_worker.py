@@ -1,6 +1,6 @@
-"""The retraining worker: ``python -m server.retrain_worker JOB_ID``, one process per job.
+"""The retraining worker: ``python -m export.retrain_worker JOB_ID``, one process per job.
 
-Started by the coordinator (server/retraining.py) with the server's configuration in the
+Started by the coordinator (server/retraining/coordinator.py) with the server's configuration in the
 environment. It builds the data window (built-in history or a CSV, extended by the bars the server
 stored, nothing after the job's market time), retrains the job's kind with the first training's
 walk-forward discipline counted from the end (the last ``holdout_bars`` labelled bars are never
@@ -26,17 +26,20 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-from export.bars import validate_ohlcv
 from export.data import MarketData, load_csv, load_sp500
 from export.ensemble import EnsembleSettings
 from export.lstm import LSTMSettings
 from export.onnx_export import ParityError, check_parity, run_ensemble, run_lstm, session
 from export.split import Split, trailing_split
 from export.train import Dataset, Fitted, TrainSettings, fit_ensemble, fit_kelly, fit_lstm
-from server import jobs
-from server.calibrator import KellyComponent, fit_kelly_component
-from server.config import Config, load_config
-from server.db import (
+from server.core.bars import validate_ohlcv
+from server.core.calibrator import KellyComponent, fit_kelly_component
+from server.core.config import Config, load_config
+from server.core.fusion import fuse
+from server.core.scoring import Scores, gate_decision, score
+from server.storage import jobs
+from server.storage.registry import IntegrityError, ModelRepository, RegistryError
+from server.storage.schema import (
     BarRow,
     JobRow,
     OutcomeRow,
@@ -46,9 +49,6 @@ from server.db import (
     utcnow,
     write_transaction,
 )
-from server.fusion import fuse
-from server.registry import IntegrityError, ModelRepository, RegistryError
-from server.retrain_rules import GateScores, gate_decision, gate_scores
 
 FloatArray = npt.NDArray[np.float64]
 #: LSTM window used when no LSTM is deployed to read it from.
@@ -153,9 +153,7 @@ class GateResult:
     metrics: list[dict[str, float | str]]
 
 
-def _metric_rows(
-    champion: GateScores | None, challenger: GateScores
-) -> list[dict[str, float | str]]:
+def _metric_rows(champion: Scores | None, challenger: Scores) -> list[dict[str, float | str]]:
     rows: list[dict[str, float | str]] = []
     for name in ("log_loss", "brier", "accuracy", "n"):
         value = float(getattr(challenger, name))
@@ -191,14 +189,14 @@ def gate(
         check_parity(f"{kind} challenger reloaded", expected, p_challenger)
     except ParityError as exc:
         return GateResult(False, f"parity check failed: {exc}", [])
-    challenger_scores = gate_scores(p_challenger, holdout.y)
-    champion_scores: GateScores | None = None
+    challenger_scores = score(p_challenger, holdout.y)
+    champion_scores: Scores | None = None
     if champion is not None:
         try:
             p_champion = version_probabilities(repository, kind, champion, holdout, config)
         except (RegistryError, OSError, ValueError) as exc:
             return GateResult(False, f"champion {champion} cannot be scored: {exc}", [])
-        champion_scores = gate_scores(p_champion, holdout.y)
+        champion_scores = score(p_champion, holdout.y)
     passed, reason = gate_decision(
         champion_scores,
         challenger_scores,
@@ -279,8 +277,10 @@ def fit_kelly_job(
         fused_test = fuse(p_lt, p_et, config.fusion).probability_up
         calibrated = component.calibrate(fused_test)
         metrics = {k: v for k, v in fitted.metrics.items() if not k.startswith("test_")}
-        metrics.update({f"test_{k}": v for k, v in _score(calibrated, y_test).items()})
-        metrics.update({f"test_uncalibrated_{k}": v for k, v in _score(fused_test, y_test).items()})
+        metrics.update({f"test_{k}": v for k, v in score(calibrated, y_test).as_dict().items()})
+        metrics.update(
+            {f"test_uncalibrated_{k}": v for k, v in score(fused_test, y_test).as_dict().items()}
+        )
         metrics["payoff_ratio"] = component.payoff_ratio
         fitted = Fitted(
             kind="kelly",
@@ -294,11 +294,6 @@ def fit_kelly_job(
         )
         source = f"{len(p_out)} resolved outcomes"
     return fitted, holdout, source
-
-
-def _score(p: FloatArray, y: FloatArray) -> dict[str, float]:
-    s = gate_scores(p, y)
-    return {"accuracy": s.accuracy, "log_loss": s.log_loss, "brier": s.brier}
 
 
 # -- the job -------------------------------------------------------------------------------------
@@ -413,7 +408,7 @@ def conclude(
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m server.retrain_worker JOB_ID", file=sys.stderr)
+        print("usage: python -m export.retrain_worker JOB_ID", file=sys.stderr)
         return 2
     job_id = args[0]
     config = load_config()

@@ -23,14 +23,20 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from export import features as F
 from export.data import load_sp500
 from export.onnx_export import session
-from server.config import load_config
-from server.db import open_database
-from server.degradation import SEVERITIES, CusumParams, Severity, first_alarms, fixed_first_alarms
-from server.fusion import fuse
-from server.registry import ModelRepository
+from server.core import features as F
+from server.core.config import load_config
+from server.core.fusion import fuse
+from server.monitoring.degradation import (
+    SEVERITIES,
+    CusumParams,
+    Severity,
+    first_alarms,
+    fixed_first_alarms,
+)
+from server.storage.registry import ModelRepository
+from server.storage.schema import open_database
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -70,9 +76,9 @@ def replay_alerts(test_start: str, every: int) -> Counter[tuple[str, str]]:
 
     from clients.client import MinhosClient
     from clients.replay import replay
-    from server.alerts import RANK_SEVERITY
     from server.app import MinhosServer
-    from server.db import (
+    from server.monitoring.alerts import RANK_SEVERITY
+    from server.storage.schema import (
         AlertRow,
         BarRow,
         MetricRow,

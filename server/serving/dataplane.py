@@ -18,10 +18,21 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from export.bars import CLOSE, BarError, valid_rows, validate_ohlcv
-from export.features import FEATURE_NAMES, LOOKBACK, window_features_batch
-from server.config import Config
-from server.db import (
+from server.core.bars import CLOSE, BarError, valid_rows, validate_ohlcv
+from server.core.config import Config
+from server.core.errors import (
+    InvalidArgument,
+    MinhosError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from server.core.features import FEATURE_NAMES, LOOKBACK, window_features_batch
+from server.core.scoring import is_hit, went_up
+from server.serving.ids import new_ids
+from server.serving.models import ModelHolder, ModelSet, Scored
+from server.storage.registry import ModelNotFoundError
+from server.storage.schema import (
     BarRow,
     ModelVersionRow,
     OutcomeRow,
@@ -30,11 +41,7 @@ from server.db import (
     database,
     utcnow,
 )
-from server.errors import InvalidArgument, MinhosError, NotFound, ResourceExhausted, Unavailable
-from server.ids import new_ids
-from server.inference import ModelHolder, ModelSet, Scored
-from server.persistence import BatchWriter
-from server.registry import ModelNotFoundError
+from server.storage.writer import BatchWriter
 
 log = logging.getLogger("minhos.dataplane")
 
@@ -105,7 +112,7 @@ class Outcome(NamedTuple):
 
     @property
     def actual_up(self) -> bool:
-        return self.realized_return > 0
+        return bool(went_up(self.realized_return))
 
 
 class StreamStep(NamedTuple):
@@ -141,12 +148,10 @@ def field_of(form: str, row: int | None, column: str | None) -> str:
 
 
 def outcome_of(prediction: Prediction, realized_return: float, resolved_at: dt.datetime) -> Outcome:
-    up = realized_return > 0
     return Outcome(
         prediction_id=prediction.id,
         realized_return=realized_return,
-        # A flat bar (return exactly 0) counts as a miss for both directions: no edge was realised.
-        hit=(up and prediction.direction > 0) or (realized_return < 0 and prediction.direction < 0),
+        hit=is_hit(prediction.direction, realized_return),
         position_return=prediction.kelly_fraction * prediction.direction * realized_return,
         resolved_at=resolved_at,
     )

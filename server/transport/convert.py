@@ -9,11 +9,14 @@ from collections.abc import Sequence
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from export.bars import COLUMNS
 from minhos.v1 import calibration_pb2, common_pb2, inference_pb2, monitoring_pb2, retrain_pb2
-from server.alerts import Alert, Severity
-from server.calibration import CalibrationReport
-from server.dataplane import (
+from server.core.bars import COLUMNS
+from server.core.calibration import CalibrationReport
+from server.core.errors import InvalidArgument
+from server.core.manifest import FeatureSpec, Manifest
+from server.monitoring.alerts import Alert, Severity
+from server.monitoring.monitor import HealthReport, Source, WindowMetrics
+from server.serving.dataplane import (
     EPOCH,
     FloatArray,
     IntArray,
@@ -23,10 +26,7 @@ from server.dataplane import (
     StreamBars,
     StreamStep,
 )
-from server.db import JobRow, ModelVersionRow
-from server.errors import InvalidArgument
-from server.monitor import HealthReport, Source, WindowMetrics
-from server.registry import FeatureSpec, Manifest
+from server.storage.schema import JobRow, ModelVersionRow
 
 KIND = {
     "lstm": common_pb2.MODEL_KIND_LSTM,
