@@ -4,10 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
-PROTO_SRC := $(wildcard protos/minhos/v1/*.proto)
+PROTO_SRC := $(wildcard protos/minhos/v1/*.proto protos/minhos/oip/v2/*.proto)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: study setup browser protos protos-check train serve replay dashboard demo test test-fast lint bench clean
+.PHONY: study setup browser protos protos-check train evaluate serve replay dashboard demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -28,12 +28,16 @@ protos-check: $(STAMP)
 	@tmp=$$(mktemp -d) && \
 	$(PY) -m grpc_tools.protoc -I protos --python_out=$$tmp --mypy_out=$$tmp \
 	  --grpc_python_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_SRC) >/dev/null && \
-	for f in $$tmp/minhos/v1/*; do \
-	  diff -q $$f protos/minhos/v1/$$(basename $$f) || { echo "generated code is stale: run make protos"; exit 1; }; \
+	for f in $$tmp/minhos/v1/* $$tmp/minhos/oip/v2/*; do \
+	  diff -q $$f protos/$${f#$$tmp/} || { echo "generated code is stale: run make protos"; exit 1; }; \
 	done && rm -rf $$tmp && echo "generated code matches the .proto files"
 
 train: $(STAMP)
 	$(BIN)/minhos-train
+
+# The deployed models on built-in series they were never trained on (needs `make train` first).
+evaluate: $(STAMP)
+	$(PY) -m export.instruments
 
 serve: $(STAMP)
 	$(BIN)/minhos-server

@@ -219,7 +219,8 @@ def floor_plane(
 ) -> Iterator[tuple[Floor, Messages]]:
     """The floor, and the real messages (their serialized sizes drive the bare server)."""
     from server.core.config import load_config
-    from server.serving.dataplane import DataPlane, outcome_of
+    from server.core.records import outcome_of
+    from server.serving.dataplane import DataPlane
     from server.serving.models import ModelHolder
     from server.storage.registry import ModelRepository
     from server.storage.schema import close_database, open_database

@@ -35,9 +35,16 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 #: Safe to repeat: reads, and RecordOutcome / AcknowledgeAlert, which are idempotent by id.
 IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
     "minhos.v1.InferenceService": ("RecordOutcome", "GetServingInfo", "ListPredictions"),
-    "minhos.v1.MonitoringService": ("GetHealth", "ListAlerts", "AcknowledgeAlert"),
+    "minhos.v1.MonitoringService": (
+        "GetHealth",
+        "ListAlerts",
+        "AcknowledgeAlert",
+        "GetMetricSeries",
+        "GetKellyStatus",
+        "GetPerformance",
+    ),
     "minhos.v1.CalibrationService": ("GetCalibration",),
-    "minhos.v1.RetrainService": ("GetJob", "ListJobs", "ListModelVersions"),
+    "minhos.v1.RetrainService": ("GetJob", "ListJobs", "ListModelVersions", "GetModelDetails"),
 }
 
 KINDS: dict[str, common_pb2.ModelKind.ValueType] = {
@@ -155,6 +162,7 @@ class _AsyncStubs:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.inference = inference_pb2_grpc.InferenceServiceStub(channel)
         self.monitoring = monitoring_pb2_grpc.MonitoringServiceStub(channel)
+        self.retrain = retrain_pb2_grpc.RetrainServiceStub(channel)
 
 
 Metadata = tuple[tuple[str, str | bytes], ...]
@@ -178,7 +186,10 @@ def _requests(
 
 
 class MinhosClient:
-    """Blocking client. Use as a context manager, or call :meth:`close`."""
+    """Blocking client. Use as a context manager, or call :meth:`close`.
+
+    ``max_reconnect_backoff_s`` caps gRPC's wait between reconnection attempts (120 s by
+    default): a dashboard polling a restarted server should find it within one refresh."""
 
     def __init__(
         self,
@@ -188,9 +199,16 @@ class MinhosClient:
         token: str | None = None,
         tls_ca_file: str | None = None,
         max_attempts: int = 4,
+        max_reconnect_backoff_s: float | None = None,
     ) -> None:
         creds = _credentials(tls_ca_file, token)
         options = channel_options(max_attempts)
+        if max_reconnect_backoff_s is not None:
+            backoff_ms = max(int(max_reconnect_backoff_s * 1000), 100)
+            options += [
+                ("grpc.initial_reconnect_backoff_ms", min(1000, backoff_ms)),
+                ("grpc.max_reconnect_backoff_ms", backoff_ms),
+            ]
         self._channel = (
             grpc.secure_channel(target, creds, options=options)
             if creds
@@ -383,6 +401,56 @@ class MinhosClient:
             request, timeout=self._t(timeout), metadata=self._metadata
         )
 
+    # Dashboard aggregates (computed by the server over the stored predictions)
+    def metric_series(
+        self, *, window: int = 0, points: int = 0, span: int = 0, timeout: float | None = None
+    ) -> monitoring_pb2.GetMetricSeriesResponse:
+        """Rolling ``window``-prediction series over the newest ``span`` predictions (0: the
+        server's defaults)."""
+        request = monitoring_pb2.GetMetricSeriesRequest(window=window, points=points, span=span)
+        return self._stubs.monitoring.GetMetricSeries(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    def kelly_status(
+        self, *, last_n: int = 0, bins: int = 0, timeout: float | None = None
+    ) -> monitoring_pb2.GetKellyStatusResponse:
+        request = monitoring_pb2.GetKellyStatusRequest(last_n=last_n, bins=bins)
+        return self._stubs.monitoring.GetKellyStatus(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    def performance(
+        self,
+        symbol: str = "",
+        *,
+        high_agreement: float = 0.0,
+        points: int = 0,
+        last_n: int = 0,
+        timeout: float | None = None,
+    ) -> monitoring_pb2.GetPerformanceResponse:
+        request = monitoring_pb2.GetPerformanceRequest(
+            symbol=symbol, high_agreement=high_agreement, points=points, last_n=last_n
+        )
+        return self._stubs.monitoring.GetPerformance(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    def model_details(
+        self,
+        kind: str | None = None,
+        *,
+        include_retired: bool = False,
+        limit: int = 0,
+        timeout: float | None = None,
+    ) -> retrain_pb2.GetModelDetailsResponse:
+        request = retrain_pb2.GetModelDetailsRequest(
+            kind=_kind(kind), include_retired=include_retired, limit=limit
+        )
+        return self._stubs.retrain.GetModelDetails(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
 
 class AsyncMinhosClient:
     """asyncio client (grpc.aio) for the hot paths; same deadlines and retry policy."""
@@ -464,4 +532,51 @@ class AsyncMinhosClient:
     async def health(self, *, timeout: float | None = None) -> monitoring_pb2.GetHealthResponse:
         return await self._stubs.monitoring.GetHealth(
             monitoring_pb2.GetHealthRequest(), timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    async def metric_series(
+        self, *, window: int = 0, points: int = 0, span: int = 0, timeout: float | None = None
+    ) -> monitoring_pb2.GetMetricSeriesResponse:
+        request = monitoring_pb2.GetMetricSeriesRequest(window=window, points=points, span=span)
+        return await self._stubs.monitoring.GetMetricSeries(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    async def kelly_status(
+        self, *, last_n: int = 0, bins: int = 0, timeout: float | None = None
+    ) -> monitoring_pb2.GetKellyStatusResponse:
+        request = monitoring_pb2.GetKellyStatusRequest(last_n=last_n, bins=bins)
+        return await self._stubs.monitoring.GetKellyStatus(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    async def performance(
+        self,
+        symbol: str = "",
+        *,
+        high_agreement: float = 0.0,
+        points: int = 0,
+        last_n: int = 0,
+        timeout: float | None = None,
+    ) -> monitoring_pb2.GetPerformanceResponse:
+        request = monitoring_pb2.GetPerformanceRequest(
+            symbol=symbol, high_agreement=high_agreement, points=points, last_n=last_n
+        )
+        return await self._stubs.monitoring.GetPerformance(
+            request, timeout=self._t(timeout), metadata=self._metadata
+        )
+
+    async def model_details(
+        self,
+        kind: str | None = None,
+        *,
+        include_retired: bool = False,
+        limit: int = 0,
+        timeout: float | None = None,
+    ) -> retrain_pb2.GetModelDetailsResponse:
+        request = retrain_pb2.GetModelDetailsRequest(
+            kind=_kind(kind), include_retired=include_retired, limit=limit
+        )
+        return await self._stubs.retrain.GetModelDetails(
+            request, timeout=self._t(timeout), metadata=self._metadata
         )

@@ -3,7 +3,8 @@
 Each bar goes to the server, which resolves the previous prediction of the symbol from it (so the
 outcomes land in the database exactly as in live trading) and predicts the next bar. The client
 keeps a running summary: predictions, hit rate, mean confidence, agreement, and the return of the
-Kelly-sized positions against buy-and-hold over the same bars.
+Kelly-sized positions against buy-and-hold over the same bars; at the end, the figures of
+:mod:`server.core.signal_report` over the resolved predictions: return, Sharpe, drawdown and IC.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
 from tqdm import tqdm
 
 from clients.client import DEFAULT_TARGET, MinhosClient, bar
-from minhos.v1 import inference_pb2
+from minhos.v1 import common_pb2, inference_pb2
+from server.core.signal_report import SignalReport, signal_report, strategy_report
 
 DEFAULT_START = "2013-01-01"  # first bar of the default walk-forward test span (export.split)
 
@@ -38,6 +40,14 @@ class ReplaySummary:
     kelly_equity: float = 1.0
     buy_hold_equity: float = 1.0
     seconds: float = 0.0
+    #: Per resolved prediction, in order: served P(up), signed Kelly stake, realized return, and
+    #: when it was realized (seconds since the epoch).
+    p_up: list[float] = field(default_factory=list)
+    positions: list[float] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)
+    realized_at: list[int] = field(default_factory=list)
+    #: Predictions awaiting their outcome: id -> (P(up), signed stake).
+    pending: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def hit_rate(self) -> float:
@@ -59,8 +69,16 @@ class ReplaySummary:
             self.hits += int(outcome.hit)
             self.kelly_equity *= 1.0 + outcome.position_return
             self.buy_hold_equity *= 1.0 + outcome.realized_return
+            made = self.pending.pop(outcome.prediction_id, None)
+            if made is not None:
+                self.p_up.append(made[0])
+                self.positions.append(made[1])
+                self.returns.append(outcome.realized_return)
+                self.realized_at.append(response.bar_time.seconds)
         if response.HasField("prediction"):
             p = response.prediction
+            sign = 1.0 if p.direction == common_pb2.DIRECTION_UP else -1.0
+            self.pending[p.prediction_id] = (p.probability_up, sign * p.kelly_fraction)
             self.predictions += 1
             self.confidence_sum += p.confidence
             same_side = (p.lstm.probability_up >= 0.5) == (p.ensemble.probability_up >= 0.5)
@@ -74,6 +92,41 @@ class ReplaySummary:
             "b&h": f"{self.buy_hold_equity - 1:+.2%}",
         }
 
+    def signal(self) -> SignalReport | None:
+        """IC of the served P(up) and the Kelly-sized strategy over the resolved predictions."""
+        if len(self.returns) < 2:
+            return None
+        times = np.array(self.realized_at, dtype="datetime64[s]")
+        return signal_report("served", self.p_up, self.returns, self.positions, times=times)
+
+    def signal_rows(self) -> list[tuple[str, str]]:
+        report = self.signal()
+        if report is None:
+            return []
+        s, ic = report.strategy, report.ic
+        times = np.array(self.realized_at, dtype="datetime64[s]")
+        hold = strategy_report(np.ones(len(self.returns)), self.returns, times=times)
+
+        def drawdown(depth: float, peak: str, trough: str) -> str:
+            return f"{-depth:.2%} ({peak} .. {trough})" if depth > 0 else "none"
+
+        return [
+            (
+                "Kelly annualized return",
+                f"{s.annualized_return:+.2%} (volatility {s.annualized_volatility:.2%})",
+            ),
+            ("Kelly Sharpe", f"{s.sharpe:.2f} ± {s.sharpe_se:.2f}"),
+            ("Kelly max drawdown", drawdown(s.max_drawdown, s.drawdown_peak, s.drawdown_trough)),
+            ("Kelly hit rate / in market", f"{s.hit_rate:.4f} / {s.exposure:.3f}"),
+            ("buy-and-hold Sharpe", f"{hold.sharpe:.2f} ± {hold.sharpe_se:.2f}"),
+            (
+                "buy-and-hold max drawdown",
+                drawdown(hold.max_drawdown, hold.drawdown_peak, hold.drawdown_trough),
+            ),
+            ("IC Spearman (t)", f"{ic.spearman:+.4f} ({ic.spearman_t:+.2f})"),
+            ("IC Pearson (t)", f"{ic.pearson:+.4f} ({ic.pearson_t:+.2f})"),
+        ]
+
     def table(self) -> str:
         rows = [
             ("bars streamed", f"{self.bars_sent}"),
@@ -84,6 +137,7 @@ class ReplaySummary:
             ("model agreement rate", f"{self.agreement_rate:.4f}"),
             ("Kelly-sized return", f"{self.kelly_equity - 1:+.2%}"),
             ("buy-and-hold return", f"{self.buy_hold_equity - 1:+.2%}"),
+            *self.signal_rows(),
             (
                 "wall time",
                 f"{self.seconds:.1f} s ({self.bars_sent / max(self.seconds, 1e-9):.0f} bars/s)",

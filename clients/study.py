@@ -28,13 +28,8 @@ from export.onnx_export import session
 from server.core import features as F
 from server.core.config import load_config
 from server.core.fusion import fuse
-from server.monitoring.degradation import (
-    SEVERITIES,
-    CusumParams,
-    Severity,
-    first_alarms,
-    fixed_first_alarms,
-)
+from server.core.records import SEVERITIES, Severity
+from server.monitoring.degradation import CusumParams, first_alarms, fixed_first_alarms
 from server.storage.registry import ModelRepository
 from server.storage.schema import open_database
 
@@ -77,7 +72,7 @@ def replay_alerts(test_start: str, every: int) -> Counter[tuple[str, str]]:
     from clients.client import MinhosClient
     from clients.replay import replay
     from server.app import MinhosServer
-    from server.monitoring.alerts import RANK_SEVERITY
+    from server.core.records import RANK_SEVERITY
     from server.storage.schema import (
         AlertRow,
         BarRow,

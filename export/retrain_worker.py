@@ -21,7 +21,6 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -37,13 +36,10 @@ from server.core.calibrator import KellyComponent, fit_kelly_component
 from server.core.config import Config, load_config
 from server.core.fusion import fuse
 from server.core.scoring import Scores, gate_decision, score
-from server.storage import jobs
+from server.core.signal_report import kelly_positions, signal_report
+from server.storage import jobs, queries
 from server.storage.registry import IntegrityError, ModelRepository, RegistryError
 from server.storage.schema import (
-    BarRow,
-    JobRow,
-    OutcomeRow,
-    PredictionRow,
     close_database,
     open_database,
     utcnow,
@@ -83,15 +79,8 @@ def load_window(config: Config, cutoff: dt.datetime | None) -> tuple[MarketData,
     retrain = config.retrain
     history = load_csv(retrain.history_csv) if retrain.history_csv else load_sp500()
     symbol = retrain.symbol or history.symbol
-    query = BarRow.select().where(BarRow.symbol == symbol)
-    if cutoff is not None:
-        query = query.where(BarRow.time <= cutoff)
-    rows = list(query.order_by(BarRow.time))
-    stored_times = np.array([np.datetime64(r.time, "s") for r in rows], dtype="datetime64[s]")
-    stored = np.array(
-        [[r.open, r.high, r.low, r.close, r.volume] for r in rows], dtype=np.float64
-    ).reshape(-1, 5)
-    return merge_bars(history, stored_times, stored, cutoff), len(rows)
+    stored_times, stored = queries.stored_bars(symbol, cutoff)
+    return merge_bars(history, stored_times, stored, cutoff), len(stored)
 
 
 def settings_of(config: Config, window: int) -> TrainSettings:
@@ -128,6 +117,8 @@ class Holdout:
     p_lstm: FloatArray = field(default_factory=lambda: np.empty(0))
     p_ensemble: FloatArray = field(default_factory=lambda: np.empty(0))
     span: tuple[str, str] = ("", "")
+    #: Next-bar returns of the span, for the signal figures (none: no figures).
+    returns: FloatArray = field(default_factory=lambda: np.empty(0))
 
 
 def version_probabilities(
@@ -191,6 +182,7 @@ def gate(
         return GateResult(False, f"parity check failed: {exc}", [])
     challenger_scores = score(p_challenger, holdout.y)
     champion_scores: Scores | None = None
+    p_champion: FloatArray | None = None
     if champion is not None:
         try:
             p_champion = version_probabilities(repository, kind, champion, holdout, config)
@@ -203,7 +195,44 @@ def gate(
         config.retrain.min_log_loss_improvement,
         config.retrain.min_brier_improvement,
     )
-    return GateResult(passed, reason, _metric_rows(champion_scores, challenger_scores))
+    rows = _metric_rows(champion_scores, challenger_scores)
+    if len(holdout.returns) == len(holdout.y):
+        rows += _signal_rows(kind, p_champion, p_challenger, holdout, config)
+    return GateResult(passed, reason, rows)
+
+
+#: Signal figures reported beside the gate's scores (information only: the gate decides on the
+#: proper scores).
+SIGNAL_ROWS = ("ic_spearman", "ic_spearman_t", "sharpe", "total_return", "max_drawdown")
+
+
+def _signal_rows(
+    kind: str,
+    champion: FloatArray | None,
+    challenger: FloatArray,
+    holdout: Holdout,
+    config: Config,
+) -> list[dict[str, float | str]]:
+    """IC and the Kelly-sized strategy of champion and challenger on the held-out span, both sized
+    by the same rule (the configured default payoff ratio; for the Kelly component, on the fused
+    direction as serving does), so the figures compare the signals."""
+    direction = (
+        fuse(holdout.p_lstm, holdout.p_ensemble, config.fusion).direction
+        if kind == "kelly"
+        else None
+    )
+
+    def figures(p: FloatArray) -> dict[str, float]:
+        b = config.kelly.default_payoff_ratio
+        positions = kelly_positions(p, b, config.kelly, direction)
+        return signal_report(kind, p, holdout.returns, positions).figures()
+
+    new = figures(challenger)
+    old = figures(champion) if champion is not None else None
+    return [
+        {"name": name, "champion": old[name] if old else float("nan"), "challenger": new[name]}
+        for name in SIGNAL_ROWS
+    ]
 
 
 # -- fitting -------------------------------------------------------------------------------------
@@ -228,24 +257,6 @@ def _deployed_probabilities(
     return probabilities, versions
 
 
-def resolved_outcomes(
-    symbol: str, before: dt.datetime, cutoff: dt.datetime | None
-) -> tuple[FloatArray, FloatArray]:
-    """Fused P(up) as served and realized returns of resolved predictions made before the held-out
-    span (which the gate scores on), none after the job's market time."""
-    query = (
-        PredictionRow.select(PredictionRow.probability_up, OutcomeRow.realized_return)
-        .join(OutcomeRow)
-        .where((PredictionRow.symbol == symbol) & (PredictionRow.bar_time < before))
-    )
-    if cutoff is not None:
-        query = query.where((PredictionRow.bar_time < cutoff) & (OutcomeRow.resolved_at <= cutoff))
-    rows = cast("list[tuple[float, float]]", list(query.order_by(PredictionRow.bar_time).tuples()))
-    p = np.array([row[0] for row in rows], dtype=np.float64)
-    r = np.array([row[1] for row in rows], dtype=np.float64)
-    return p, r
-
-
 def fit_kelly_job(
     ds: Dataset,
     split: Split,
@@ -259,11 +270,18 @@ def fit_kelly_job(
         repository, ds, (split.validation, split.test)
     )
     y_test = ds.y[split.test]
-    holdout = Holdout("kelly", y_test, p_lstm=p_lt, p_ensemble=p_et, span=ds.span(split.test))
+    holdout = Holdout(
+        "kelly",
+        y_test,
+        p_lstm=p_lt,
+        p_ensemble=p_et,
+        span=ds.span(split.test),
+        returns=ds.returns[split.test],
+    )
     method = config.retrain.calibrator
     _, fitted = fit_kelly(ds, split, (p_lv, p_lt), (p_ev, p_et), config, method, versions)
     held_out_from = ds.data.times[split.test[0]].astype("datetime64[s]").astype(dt.datetime)
-    p_out, r_out = resolved_outcomes(ds.data.symbol, held_out_from, cutoff)
+    p_out, r_out = queries.served_outcomes(ds.data.symbol, held_out_from, cutoff)
     source = f"fused validation probabilities ({len(split.validation)} bars)"
     if len(p_out) >= config.retrain.kelly_min_outcomes:
         component = fit_kelly_component(
@@ -301,7 +319,9 @@ def fit_kelly_job(
 
 def run_job(job_id: str, config: Config, repository: ModelRepository) -> str:
     """Runs one queued (or just started) job to a final state, which it returns."""
-    job: JobRow = jobs.get(job_id)
+    job = queries.job(job_id)
+    if job is None:
+        raise SystemExit(f"no job {job_id!r}")
     kind = str(job.kind)
     champion = repository.deployed().get(kind)
     jobs.transition(
@@ -340,12 +360,20 @@ def run_job(job_id: str, config: Config, repository: ModelRepository) -> str:
         if kind == "lstm":
             fitted = fit_lstm(ds, split, settings, progress=False)
             holdout = Holdout(
-                kind, ds.y[split.test], x=ds.sequences(split.test), span=ds.span(split.test)
+                kind,
+                ds.y[split.test],
+                x=ds.sequences(split.test),
+                span=ds.span(split.test),
+                returns=ds.returns[split.test],
             )
         elif kind == "ensemble":
             fitted = fit_ensemble(ds, split, settings)
             holdout = Holdout(
-                kind, ds.y[split.test], x=ds.rows(split.test), span=ds.span(split.test)
+                kind,
+                ds.y[split.test],
+                x=ds.rows(split.test),
+                span=ds.span(split.test),
+                returns=ds.returns[split.test],
             )
         else:
             fitted, holdout, source = fit_kelly_job(ds, split, repository, config, cutoff)
@@ -387,6 +415,16 @@ def conclude(
     """The gate, then deploy (champion kept as a backup, expired backups pruned) or reject."""
     result = gate(repository, kind, champion, challenger, holdout, expected, config)
     jobs.set_gate_metrics(job_id, result.metrics)
+    signal = {str(m["name"]): m for m in result.metrics if m["name"] in SIGNAL_ROWS}
+    if signal:
+        jobs.append_log(
+            job_id,
+            "signal on the held-out span (champion -> challenger): "
+            + ", ".join(
+                f"{k} {v['champion']:.4f} -> {v['challenger']:.4f}" for k, v in signal.items()
+            ),
+            utcnow(),
+        )
     now = utcnow()
     if not result.passed:
         repository.set_stage(kind, challenger, "rejected")
@@ -396,7 +434,8 @@ def conclude(
         # Deploy only if the job is still ours to finish (the coordinator may have failed it).
         if not jobs.transition(job_id, "deployed", now, message=f"deployed: {result.reason}"):
             repository.set_stage(kind, challenger, "rejected")
-            return str(jobs.get(job_id).state)
+            found = queries.job(job_id)
+            return found.state if found is not None else "failed"
         repository.deploy(kind, challenger)
     cutoff = now - dt.timedelta(days=config.storage.backup_retention_days)
     pruned = repository.prune_backups(cutoff)

@@ -1,7 +1,10 @@
 """Training: features -> walk-forward split -> LSTM and ensemble -> ONNX (parity-checked) -> Kelly
-component -> model repository, with the out-of-sample metrics table beside naive baselines.
+component -> model repository, with the out-of-sample tables: probability scores beside naive
+baselines, and the signal's IC and Kelly-sized returns beside buy-and-hold and a constant Kelly long.
 
-``python -m export.train`` (``make train``) trains on the built-in S&P 500 series and deploys.
+``python -m export.train`` (``make train``) trains on the built-in S&P 500 series and deploys;
+``--pool SPX,NASDAQ,AAPL,...`` trains one model set on several built-in series, each cut by the same
+walk-forward dates (features are scale-free, so the series can share one model).
 The functions per model kind are reused by retraining jobs (export/retrain_worker.py).
 """
 
@@ -18,9 +21,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from export.data import MarketData, load_csv, load_sp500
+from export.data import SERIES, MarketData, load_csv, load_series, load_sp500
 from export.ensemble import EnsembleSettings, predict_ensemble, train_ensemble
-from export.evaluation import baselines, score, table
+from export.evaluation import (
+    Baseline,
+    SpanForecasts,
+    ic_year_table,
+    score,
+    score_rows,
+    signal_reports,
+    signal_table,
+    table,
+)
 from export.lstm import LSTMSettings, predict_lstm, train_lstm
 from export.onnx_export import (
     check_parity,
@@ -30,7 +42,7 @@ from export.onnx_export import (
     run_lstm,
     session,
 )
-from export.split import Split, walk_forward_split
+from export.split import IndexArray, Split, walk_forward_split
 from server.core import features as F
 from server.core.calibrator import KellyComponent, fit_kelly_component
 from server.core.config import Config, load_config
@@ -86,7 +98,62 @@ class Dataset:
         return rows
 
     def span(self, index: npt.NDArray[np.intp]) -> tuple[str, str]:
-        return str(self.data.times[index[0]])[:10], str(self.data.times[index[-1]])[:10]
+        # min and max, not first and last: a pooled dataset runs through its series one by one.
+        times = self.data.times[index]
+        return str(times.min())[:10], str(times.max())[:10]
+
+    def forecasts(
+        self, index: IndexArray, p_lstm: FloatArray, p_ensemble: FloatArray
+    ) -> SpanForecasts:
+        """The models' probabilities on the samples ``index`` with what followed each."""
+        return SpanForecasts(
+            self.data.symbol,
+            p_lstm,
+            p_ensemble,
+            self.y[index],
+            self.returns[index],
+            self.data.times[index],
+            self.data.times[index + 1],
+        )
+
+
+@dataclass(frozen=True)
+class Member:
+    """One series of a pooled dataset: its samples are ``offset + `` its own indices."""
+
+    dataset: Dataset
+    split: Split
+    offset: int
+
+
+def pool(members: Sequence[tuple[Dataset, Split]]) -> tuple[Dataset, Split, list[Member]]:
+    """Several series' samples as one dataset. Features are computed per series (no window
+    reaches across two series: every sample index is at least ``first_sample`` into its own
+    series), then stacked; each span of the pooled split is the union of the series' spans, so
+    the walk-forward discipline holds within every series."""
+    placed: list[Member] = []
+    offset = 0
+    for ds, split in members:
+        placed.append(Member(ds, split, offset))
+        offset += len(ds.data)
+    first = members[0][0]
+    data = MarketData(
+        "+".join(m.dataset.data.symbol for m in placed),
+        np.concatenate([m.dataset.data.times for m in placed]),
+        np.concatenate([m.dataset.data.ohlcv for m in placed]),
+    )
+    ds = Dataset(
+        data,
+        np.concatenate([m.dataset.features for m in placed]),
+        np.concatenate([m.dataset.y for m in placed]),
+        np.concatenate([m.dataset.returns for m in placed]),
+        first.window,
+    )
+
+    def union(span: str) -> IndexArray:
+        return np.concatenate([getattr(m.split, span) + m.offset for m in placed]).astype(np.intp)
+
+    return ds, Split(union("train"), union("validation"), union("test")), placed
 
 
 @dataclass
@@ -226,12 +293,16 @@ def fit_kelly(
         info={"fitted_on": list(ds.span(split.validation)), "models": versions},
     )
     calibrated_test = component.calibrate(fused_test)
+    baseline = Baseline.of(ds.y[split.train], ds.returns[split.train])
     metrics = {
         **_metrics("val_uncalibrated", fused_val, y_val),
         **_metrics("val", component.calibrate(fused_val), y_val),
         **_metrics("test_uncalibrated", fused_test, y_test),
         **_metrics("test", calibrated_test, y_test),
         "payoff_ratio": component.payoff_ratio,
+        # What the constant-long baseline of the signal report is sized on.
+        "train_up_rate": baseline.up_rate,
+        "train_long_payoff_ratio": baseline.payoff_ratio,
         # What the health monitor expects of the pair on unseen data.
         "val_agreement_rate": float(np.mean((p_lstm[0] >= 0.5) == (p_ensemble[0] >= 0.5))),
     }
@@ -258,6 +329,10 @@ class TrainReport:
     table: str
     split: dict[str, str]
     seconds: float
+    #: IC and the Kelly-sized strategy beside buy-and-hold and the constant Kelly long (test span).
+    signals: str = ""
+    #: Spearman IC by calendar year of the test span.
+    ic_years: str = ""
 
 
 def publish_set(
@@ -287,7 +362,7 @@ def publish_set(
 
 
 def train_and_publish(
-    data: MarketData,
+    data: MarketData | Sequence[MarketData],
     repository: ModelRepository,
     settings: TrainSettings,
     config: Config,
@@ -295,11 +370,19 @@ def train_and_publish(
     deploy: bool = True,
     progress: bool = True,
 ) -> TrainReport:
-    """Trains both models and the Kelly component and publishes them (database must be open)."""
+    """Trains both models and the Kelly component and publishes them (database must be open).
+    Several series are pooled (see :func:`pool`); the report's tables are on the first one's
+    test span."""
     from tqdm import tqdm
 
     began = time.perf_counter()
-    ds, split = prepare(data, settings)
+    series = [data] if isinstance(data, MarketData) else list(data)
+    members = [prepare(one, settings) for one in series]
+    placed: list[Member] | None = None
+    if len(members) > 1:
+        ds, split, placed = pool(members)
+    else:
+        ds, split = members[0]
     steps = tqdm(total=3, desc="training", unit="model", disable=not progress, file=sys.stderr)
     steps.set_postfix_str("lstm")
     lstm = fit_lstm(ds, split, settings, progress)
@@ -321,24 +404,48 @@ def train_and_publish(
     steps.update()
     steps.close()
     manifests = publish_set(repository, (lstm, ensemble, kelly), versions, deploy=deploy)
-    y_train, y_test = ds.y[split.train], ds.y[split.test]
-    fused = fuse(lstm.p_test, ensemble.p_test, config.fusion).probability_up
-    rows = {
-        **baselines(y_train, y_test),
-        "lstm": score(lstm.p_test, y_test),
-        "ensemble": score(ensemble.p_test, y_test),
-        "average (fused)": score(fused, y_test),
-        f"fused + {settings.calibrator}": score(kelly.p_test, y_test),
-    }
-    spans = split.describe(data.times)
-    title = f"Out-of-sample test span {spans['test']}, {data.symbol}"
-    return TrainReport(manifests, table(rows, title), spans, time.perf_counter() - began)
+    component = KellyComponent.from_json(kelly.payload.decode())
+    baseline = Baseline.of(ds.y[split.train], ds.returns[split.train])
+    # The first series' test samples: the head of the (pooled) test span.
+    first_ds, first_split = members[0]
+    m = len(first_split.test)
+    test = first_ds.forecasts(first_split.test, lstm.p_test[:m], ensemble.p_test[:m])
+    rows = score_rows(test, component, config, ds.y[split.train])
+    if placed is None:
+        spans = split.describe(first_ds.data.times)
+    else:
+        spans = {
+            f"{mem.dataset.data.symbol} {span}": text
+            for mem in placed
+            for span, text in mem.split.describe(mem.dataset.data.times).items()
+        }
+    described = first_split.describe(first_ds.data.times)["test"]
+    trained_on = "" if placed is None else f" (trained on {ds.data.symbol})"
+    title = f"Out-of-sample test span {described}, {first_ds.data.symbol}{trained_on}"
+    reports = signal_reports(test, component, config, baseline)
+    return TrainReport(
+        manifests,
+        table(rows, title),
+        spans,
+        time.perf_counter() - began,
+        signals=signal_table(
+            reports,
+            "Signal and Kelly-sized strategy on the same span (IC: Spearman, of P(up) - 0.5)",
+        ),
+        ic_years=ic_year_table(test, component, config, "IC by year (Spearman, t in brackets)"),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minhos-train", description=__doc__)
     parser.add_argument("--csv", help="OHLCV CSV to train on instead of the built-in S&P 500")
     parser.add_argument("--symbol", default=None)
+    parser.add_argument(
+        "--pool",
+        default="",
+        help=f"comma-separated built-in series to train one model set on ({', '.join(SERIES)}); "
+        "the first one's test span is reported",
+    )
     parser.add_argument("--seed", type=int, default=TrainSettings.seed)
     parser.add_argument("--validation-start", default=TrainSettings.validation_start)
     parser.add_argument("--test-start", default=TrainSettings.test_start)
@@ -346,7 +453,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="TOML config file")
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    data = load_csv(args.csv, symbol=args.symbol) if args.csv else load_sp500()
+    data: MarketData | list[MarketData]
+    if args.pool:
+        if args.csv:
+            parser.error("--pool and --csv do not go together")
+        try:
+            data = load_series([name.strip() for name in args.pool.split(",") if name.strip()])
+        except ValueError as exc:
+            parser.error(str(exc))
+    else:
+        data = load_csv(args.csv, symbol=args.symbol) if args.csv else load_sp500()
     settings = TrainSettings(
         seed=args.seed, validation_start=args.validation_start, test_start=args.test_start
     )
@@ -363,6 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         close_database()
     print("walk-forward split: " + json.dumps(report.split))
     print(report.table)
+    print()
+    print(report.signals)
+    print()
+    print(report.ic_years)
     for kind, manifest in report.manifests.items():
         print(f"{kind:<9} {manifest.version}  sha256 {manifest.sha256[:16]}…")
     print(f"done in {report.seconds:.1f} s")

@@ -28,8 +28,9 @@ from minhos.v1 import (
     retrain_pb2_grpc,
 )
 from server.core.config import Config
+from server.core.manifest import KIND_OF_COMPONENT
 from server.monitoring.alerts import AlertCandidate
-from server.monitoring.monitor import REFERENCE_METRIC, Monitor
+from server.monitoring.monitor import Monitor, reference_of
 from server.serving.dataplane import DataPlane
 from server.serving.models import ModelHolder, ModelSet
 from server.storage.registry import ModelRepository
@@ -63,18 +64,6 @@ if TYPE_CHECKING:
     Interceptor = grpc.ServerInterceptor[Any, Any]
 else:
     Interceptor = grpc.ServerInterceptor
-
-
-def reference_accuracy(models: ModelSet) -> dict[str, float]:
-    """What the monitor expects of each component: its own validation metrics."""
-    reference = {
-        "fusion" if kind == "kelly" else kind: models.manifests[kind].metrics.get(metric, 0.5)
-        for kind, metric in REFERENCE_METRIC.items()
-    }
-    kelly = models.manifests["kelly"].metrics
-    if "val_agreement_rate" in kelly:
-        reference["agreement"] = kelly["val_agreement_rate"]
-    return reference
 
 
 class TokenInterceptor(Interceptor):
@@ -176,7 +165,7 @@ class MinhosServer:
 
     def _swapped(self, models: ModelSet) -> None:
         self.telemetry.set_versions(models.versions)
-        self.monitor.reference = reference_accuracy(models)
+        self.monitor.reference = reference_of(models.manifests)
 
     def _alert(self, candidate: AlertCandidate) -> None:
         self.monitor.record(candidate, self.plane.market_now)
@@ -210,7 +199,7 @@ class MinhosServer:
                 self.writer.flush(timeout=2.0)
                 report = self.monitor.health()
                 self._degraded = {
-                    "kelly" if c.component == "fusion" else c.component: True
+                    KIND_OF_COMPONENT.get(c.component, c.component): True
                     for c in report.components
                     if c.degradation is not None
                     and c.degradation.severity in ("warning", "error", "critical")

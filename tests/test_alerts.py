@@ -12,10 +12,8 @@ from typing import Any, ClassVar
 
 import pytest
 
+from server.core.records import Alert
 from server.monitoring.alerts import (
-    Alert,
-    AlertCandidate,
-    Cooldown,
     LogSink,
     Sink,
     WebhookSink,
@@ -38,23 +36,6 @@ def _alert(severity: Any = "critical", id_: str = "a1") -> Alert:
         raised_at=T0,
         market_time=T0,
     )
-
-
-def test_cooldown_with_injected_clock() -> None:
-    now = [T0]
-    cd = Cooldown(timedelta(minutes=30), clock=lambda: now[0])
-    warn = AlertCandidate("low_accuracy", "warning", "lstm", "m", 0.4, 0.5)
-    assert cd.allow(warn)
-    now[0] = T0 + timedelta(minutes=10)
-    assert not cd.allow(warn)
-    # Another component or kind is independent.
-    assert cd.allow(AlertCandidate("low_accuracy", "warning", "ensemble", "m", 0.4, 0.5))
-    # Escalation passes through the cooldown; the same severity again does not.
-    assert cd.allow(AlertCandidate("low_accuracy", "error", "lstm", "m", 0.3, 0.5))
-    now[0] = T0 + timedelta(minutes=35)
-    assert not cd.allow(warn)  # cooldown restarted at the escalation (minute 10)
-    now[0] = T0 + timedelta(minutes=41)
-    assert cd.allow(warn)
 
 
 def test_in_cooldown_rule() -> None:

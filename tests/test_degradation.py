@@ -12,9 +12,8 @@ from server.monitoring.degradation import (
     first_alarms,
     fixed_first_alarms,
     siegmund_arl,
-    simulate_false_alarms_and_delay,
-    simulate_run_lengths,
 )
+from tests.cusum_simulation import simulate_false_alarms_and_delay, simulate_run_lengths
 
 
 def test_cusum_path_matches_the_recursion() -> None:

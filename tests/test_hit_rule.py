@@ -8,7 +8,7 @@ import numpy as np
 
 from server.core import features, scoring
 from server.core.calibration import calibration_report
-from server.serving.dataplane import Prediction, outcome_of
+from server.core.records import Prediction, outcome_of
 
 
 def _prediction(direction: int, p_up: float) -> Prediction:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from server.core.config import MonitoringConfig
+from server.core.records import Alert
 from server.monitoring import trends as tr
-from server.monitoring.alerts import Alert
 from server.monitoring.monitor import AlertNotFoundError, Monitor
 from server.storage.schema import (
     AlertRow,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import sys
 import threading
 import time
@@ -23,13 +22,13 @@ from export.data import MarketData
 from minhos.v1 import common_pb2
 from server.core.config import Config
 from server.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.core.records import Job
 from server.monitoring.alerts import AlertCandidate
 from server.retraining.coordinator import Retraining
 from server.serving.models import load_model_set
 from server.storage import jobs
 from server.storage.registry import ModelRepository
 from server.storage.schema import (
-    JobRow,
     ModelVersionRow,
     OutcomeRow,
     PredictionRow,
@@ -77,7 +76,7 @@ def coordinator(trained: Trained) -> Iterator[Callable[..., Retraining]]:
         retraining.close()
 
 
-def run_to_end(retraining: Retraining, job_id: str, timeout: float = 60.0) -> JobRow:
+def run_to_end(retraining: Retraining, job_id: str, timeout: float = 60.0) -> Job:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         retraining.tick(MARKET_TIME)
@@ -168,18 +167,19 @@ def test_rejected_challenger_keeps_the_champion(
     champion = retraining.repository.deployed()
     job, _ = retraining.trigger("ensemble", "manual", market_time=MARKET_TIME)
     row = run_to_end(retraining, job.id)
-    assert row.state == "rejected", row.failure_reason + row.log
+    assert row.state == "rejected", row.failure_reason + "\n".join(row.log)
     assert "does not beat the champion on log-loss" in row.failure_reason
     assert row.champion_version == champion["ensemble"] and row.challenger_version
     assert retraining.repository.deployed() == champion
     stage = ModelVersionRow.get(ModelVersionRow.version == row.challenger_version).stage
     assert stage == "rejected"
-    gate = {g["name"]: g for g in json.loads(row.gate_metrics)}
+    gate = {g.name: g for g in row.gate_metrics}
     assert {"log_loss", "brier", "accuracy", "n"} <= set(gate)
-    assert gate["n"]["challenger"] == config.retrain.holdout_bars
-    assert 0.5 < gate["log_loss"]["champion"] < 1.0 and 0.5 < gate["log_loss"]["challenger"] < 1.0
+    assert gate["n"].challenger == config.retrain.holdout_bars
+    assert 0.5 < gate["log_loss"].champion < 1.0 and 0.5 < gate["log_loss"].challenger < 1.0
     assert row.started_at is not None and row.finished_at is not None
-    assert "data window:" in row.log and "2007-03-01" in row.log  # no bar after the market time
+    log = "\n".join(row.log)
+    assert "data window:" in log and "2007-03-01" in log  # no bar after the market time
     manifest = retraining.repository.read_manifest("ensemble", row.challenger_version)
     assert manifest.metrics["retrain_seconds"] > 0
     assert manifest.info["held_out"][1] <= "2007-03-01"
@@ -339,7 +339,7 @@ def test_probation_rolls_back_a_degrading_deployment(
     _resolved(repository.deployed(), [i % 2 == 0 for i in range(41)], MARKET_TIME)
     retraining.tick(MARKET_TIME)
     assert repository.deployed()["lstm"] == good
-    assert "probation passed" in retraining.job(passes.id).log
+    assert "probation passed" in "\n".join(retraining.job(passes.id).log)
     # The next deployment gets every direction wrong: rolled back before 40 outcomes.
     fails, _ = retraining.trigger("lstm", market_time=MARKET_TIME)
     bad = copy_version(repository, "lstm", original["lstm"], deploy=False)

@@ -13,8 +13,9 @@ import pytest
 from clients.client import bars_from_arrays
 from export.data import MarketData
 from server.core.errors import InvalidArgument, NotFound, ResourceExhausted
-from server.serving.dataplane import DataPlane, StreamBars, StreamStep
+from server.serving.dataplane import DataPlane
 from server.serving.models import ModelSet
+from server.serving.stream import StreamBars, StreamSession, StreamStep
 from server.storage.schema import RequestRow
 from tests.conftest import Trained
 from tests.server_harness import live_index, running
@@ -37,7 +38,7 @@ def test_stream_predictions_equal_unary_predictions(
     with running(trained.config(), symbols="SPX,NDX") as (srv, _):
         plane = srv.plane
         need = plane.models().bars_required
-        session = plane.stream()
+        session = StreamSession(plane)
         session.capacity = capacity or need
         start, n = live_index(sp500), need + 40
         # Two symbols interleaved (NDX is SPX shifted by 7 bars), in batches of uneven sizes.
@@ -67,7 +68,7 @@ def test_stream_predictions_equal_unary_predictions(
 
 def test_a_bad_request_stops_the_batch_there(trained: Trained, sp500: MarketData) -> None:
     with running(trained.config(), symbols="SPX,NDX") as (srv, _):
-        session = srv.plane.stream()
+        session = StreamSession(srv.plane)
         start = live_index(sp500)
         rows = list(range(start, start + 4))
         ohlcv = sp500.ohlcv[rows].copy()
@@ -95,7 +96,7 @@ def test_a_bad_request_stops_the_batch_there(trained: Trained, sp500: MarketData
 
 def test_a_stream_holds_at_most_the_configured_symbols(trained: Trained, sp500: MarketData) -> None:
     with running(trained.config(), stream_max_symbols=2) as (srv, _):
-        session = srv.plane.stream()
+        session = StreamSession(srv.plane)
         rows = [live_index(sp500)] * 3
         steps, error = session.step_many(
             _bars(["A", "B", "C"], sp500.times[rows], sp500.ohlcv[rows], 0)

@@ -14,6 +14,17 @@ from server.core.errors import InvalidArgument
 #: (registry, jobs, monitoring); the fused prediction it sizes is reported under its name too.
 KINDS = ("lstm", "ensemble", "kelly")
 STAGES = ("candidate", "deployed", "backup", "rejected", "retired")
+#: The monitored component each kind answers for: the Kelly component sizes (and calibrates) the
+#: fused prediction, which monitoring and the contract call "fusion". The one translation.
+COMPONENT_OF_KIND = {"lstm": "lstm", "ensemble": "ensemble", "kelly": "fusion"}
+KIND_OF_COMPONENT = {v: k for k, v in COMPONENT_OF_KIND.items()}
+#: The manifest metric each kind's live accuracy is expected to match: the monitor's reference
+#: and the retraining probation's. The fused pair's lives in the Kelly component's manifest.
+REFERENCE_METRIC = {
+    "lstm": "val_accuracy",
+    "ensemble": "val_accuracy",
+    "kelly": "val_uncalibrated_accuracy",
+}
 
 
 class MalformedManifest(ValueError):

@@ -15,23 +15,10 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Literal, Protocol
+from typing import ClassVar, Protocol
 
-Severity = Literal["info", "warning", "error", "critical"]
-SEVERITY_RANK: dict[Severity, int] = {"info": 1, "warning": 2, "error": 3, "critical": 4}
-RANK_SEVERITY: dict[int, Severity] = {v: k for k, v in SEVERITY_RANK.items()}
-ALERT_KINDS = (
-    "low_accuracy",
-    "low_confidence",
-    "low_agreement",
-    "high_error_rate",
-    "latency_anomaly",
-    "degradation",
-    "miscalibration",
-    "retrain",
-    "rollback",
-    "low_health_score",
-)
+from server.core.records import SEVERITY_RANK, Alert, Severity
+
 log = logging.getLogger("minhos.alerts")
 
 
@@ -43,41 +30,6 @@ class AlertCandidate:
     message: str
     value: float
     threshold: float
-
-
-@dataclass(frozen=True)
-class Alert:
-    """A raised (stored) alert."""
-
-    id: str
-    kind: str
-    severity: Severity
-    component: str
-    message: str
-    value: float
-    threshold: float
-    raised_at: datetime
-    market_time: datetime | None = None
-    acknowledged: bool = False
-    acknowledged_at: datetime | None = None
-    acknowledged_by: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        def iso(t: datetime | None) -> str | None:
-            return t.isoformat() + "Z" if t is not None else None
-
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "severity": self.severity,
-            "component": self.component,
-            "message": self.message,
-            "value": self.value,
-            "threshold": self.threshold,
-            "raised_at": iso(self.raised_at),
-            "market_time": iso(self.market_time),
-            "acknowledged": self.acknowledged,
-        }
 
 
 def in_cooldown(
@@ -93,25 +45,6 @@ def in_cooldown(
     if SEVERITY_RANK[severity] > SEVERITY_RANK[last_severity]:
         return False
     return now - last_at < cooldown
-
-
-class Cooldown:
-    """In-memory cooldown over (kind, component), with an injectable clock."""
-
-    def __init__(self, cooldown: timedelta, clock: Callable[[], datetime]) -> None:
-        self.cooldown = cooldown
-        self.clock = clock
-        self._last: dict[tuple[str, str], tuple[Severity, datetime]] = {}
-
-    def allow(self, candidate: AlertCandidate) -> bool:
-        """Whether the candidate may be raised now; records it when it may."""
-        now = self.clock()
-        key = (candidate.kind, candidate.component)
-        last_sev, last_at = self._last.get(key, (None, None))
-        if in_cooldown(candidate.severity, now, last_sev, last_at, self.cooldown):
-            return False
-        self._last[key] = (candidate.severity, now)
-        return True
 
 
 class Sink(Protocol):

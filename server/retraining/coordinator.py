@@ -20,33 +20,33 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import IO, cast
+from typing import IO
 
 from server.core import scoring
 from server.core.config import Config
 from server.core.errors import FailedPrecondition, NotFound
 from server.core.jobs import ACTIVE_STATES
-from server.core.manifest import KINDS, Manifest, check_kind
-from server.monitoring.alerts import AlertCandidate, Severity
+from server.core.manifest import COMPONENT_OF_KIND, KINDS, REFERENCE_METRIC, check_kind
+from server.core.records import Job, ModelVersion, Severity
+from server.monitoring.alerts import AlertCandidate
 from server.monitoring.degradation import CusumParams
-from server.monitoring.monitor import REFERENCE_METRIC
 from server.retraining.rules import (
     degradation_due,
     probation_verdict,
     schedule_due,
 )
-from server.storage import jobs
+from server.storage import jobs, queries
 from server.storage.registry import ModelRepository, RegistryError
-from server.storage.schema import (
-    JobRow,
-    ModelVersionRow,
-    OutcomeRow,
-    PredictionRow,
-    utcnow,
-    write_transaction,
-)
+from server.storage.schema import utcnow, write_transaction
 
 log = logging.getLogger("minhos.retraining")
+
+
+def _job(job_id: str) -> Job:
+    found = queries.job(job_id)
+    if found is None:
+        raise NotFound(f"no job {job_id!r}", field="job_id")
+    return found
 
 
 def default_worker_argv(job_id: str) -> list[str]:
@@ -118,7 +118,7 @@ class Retraining:
         reason: str = "manual",
         note: str = "",
         market_time: datetime | None = None,
-    ) -> tuple[JobRow, bool]:
+    ) -> tuple[Job, bool]:
         """Queues a job for ``kind``, or returns its queued/running job (merged=True)."""
         with self._lock:
             job, merged = jobs.enqueue(kind, reason, note, market_time, self.clock())
@@ -126,17 +126,17 @@ class Retraining:
             log.info("retrain queued", extra={"kind": kind, "job": job.id, "trigger": reason})
         return job, merged
 
-    def job(self, job_id: str) -> JobRow:
-        return jobs.get(job_id)
+    def job(self, job_id: str) -> Job:
+        return _job(job_id)
 
     def jobs(
         self, kind: str | None = None, state: str | None = None, limit: int = 100
-    ) -> list[JobRow]:
-        return jobs.list_jobs(kind, state, limit)
+    ) -> list[Job]:
+        return queries.jobs(kind, state, limit)
 
     def rollback(
         self, kind: str, to_version: str = "", reason: str = ""
-    ) -> tuple[ModelVersionRow, ModelVersionRow]:
+    ) -> tuple[ModelVersion, ModelVersion]:
         """Deploys ``to_version`` (default: the newest backup) in place of the deployed version,
         which becomes a backup. Recorded as a rolled-back job and a "rollback" alert."""
         return self._rollback(kind, to_version, reason or "manual rollback", "manual", "backup")
@@ -184,13 +184,13 @@ class Retraining:
 
     def _fail_orphans(self) -> None:
         """Jobs left running by a previous server process have no worker any more."""
-        for row in JobRow.select().where(JobRow.state.in_(("running", "validating"))):
+        for row in queries.jobs_in_states(("running", "validating")):
             jobs.transition(row.id, "failed", self.clock(), reason="server restarted while it ran")
 
     def _start_next(self) -> None:
         if self._worker is not None:
             return
-        job = jobs.next_queued()
+        job = queries.next_queued_job()
         if job is None:
             return
         now = self.clock()
@@ -218,7 +218,7 @@ class Retraining:
         except OSError as exc:
             stderr.close()
             jobs.transition(job.id, "failed", now, reason=f"cannot start the worker: {exc}")
-            self._alert_final(jobs.get(job.id))
+            self._alert_final(_job(job.id))
             return
         self._worker = _Worker(job.id, process, time.monotonic(), stderr)
         log.info("retrain worker started", extra={"job": job.id, "pid": process.pid})
@@ -241,7 +241,7 @@ class Retraining:
     def _finish(self, worker: _Worker) -> None:
         code = worker.process.returncode
         tail = worker.stderr_tail()
-        row = jobs.get(worker.job_id)
+        row = _job(worker.job_id)
         if row.state in ACTIVE_STATES:
             reason = (
                 f"worker exited with code {code}"
@@ -251,15 +251,15 @@ class Retraining:
             jobs.transition(
                 row.id, "failed", self.clock(), reason=reason + (f": {tail}" if tail else "")
             )
-            row = jobs.get(worker.job_id)
+            row = _job(worker.job_id)
         self._alert_final(row)
 
     def _fail(self, worker: _Worker, reason: str, severity: Severity | None = None) -> None:
         worker.stderr_tail()
         jobs.transition(worker.job_id, "failed", self.clock(), reason=reason)
-        self._alert_final(jobs.get(worker.job_id), severity)
+        self._alert_final(_job(worker.job_id), severity)
 
-    def _alert_final(self, row: JobRow, severity: Severity | None = None) -> None:
+    def _alert_final(self, row: Job, severity: Severity | None = None) -> None:
         # A rejected challenger is the gate working (the champion serves on): info. A job that
         # crashed or hung is an error someone should read.
         if severity is None:
@@ -269,7 +269,7 @@ class Retraining:
             AlertCandidate(
                 kind="retrain",
                 severity=severity,
-                component=row.kind,
+                component=COMPONENT_OF_KIND.get(row.kind, row.kind),
                 message=f"{row.kind} retrain job {row.id[:8]} {row.state}: {detail}"[:500],
                 value=0.0,
                 threshold=0.0,
@@ -289,7 +289,7 @@ class Retraining:
     def _reference_time(self, market_now: datetime | None) -> tuple[datetime, bool]:
         return (market_now, True) if market_now is not None else (self.clock(), False)
 
-    def _job_time(self, row: JobRow | None, market: bool, now: datetime) -> datetime | None:
+    def _job_time(self, row: Job | None, market: bool, now: datetime) -> datetime | None:
         if row is None:
             return None
         at: datetime | None = row.market_time if market else row.queued_at
@@ -302,7 +302,7 @@ class Retraining:
             every = float(getattr(self.config.retrain, f"{kind}_every_days"))
             if every <= 0:
                 continue
-            last = self._job_time(jobs.latest(kind, market=market), market, now)
+            last = self._job_time(queries.latest_job(kind, market=market), market, now)
             if last is None:
                 anchor = self._anchors.get((kind, market))
                 if anchor is None or anchor > now:
@@ -317,54 +317,30 @@ class Retraining:
         for kind, flag in degraded.items():
             if kind not in KINDS or not flag:
                 continue
-            last = self._job_time(jobs.latest(kind, "degradation", market=market), market, now)
+            last = self._job_time(
+                queries.latest_job(kind, "degradation", market=market), market, now
+            )
             if degradation_due(True, now, last, self.config.retrain.degradation_cooldown_days):
                 self.trigger(kind, "degradation", "health monitor: degraded", market_now)
 
     # -- probation and rollback ------------------------------------------------------------------
 
     def _hits(self, kind: str, version: str, limit: int) -> list[float]:
-        column = {
-            "lstm": PredictionRow.lstm_version,
-            "ensemble": PredictionRow.ensemble_version,
-            "kelly": PredictionRow.kelly_version,
-        }[kind]
-        rows = cast(
-            "list[tuple[float, float, bool, float]]",
-            list(
-                PredictionRow.select(
-                    PredictionRow.lstm_probability,
-                    PredictionRow.ensemble_probability,
-                    OutcomeRow.hit,
-                    OutcomeRow.realized_return,
-                )
-                .join(OutcomeRow)
-                .where(column == version)
-                .order_by(PredictionRow.bar_time)
-                .limit(limit)
-                .tuples()
-            ),
-        )
-        hits: list[float] = []
-        for p_lstm, p_ens, hit, realized in rows:
-            if kind == "kelly":
-                hits.append(float(bool(hit)))
-            else:
-                p = p_lstm if kind == "lstm" else p_ens
-                hits.append(float(scoring.hits(scoring.predicts_up(p), realized)))
-        return hits
+        """Hits of the first ``limit`` resolved predictions made with the version, by the one
+        rule, on the component the kind answers for (the Kelly component: the fused call)."""
+        rows = queries.version_outcomes(kind, version, limit)
+        p = {"lstm": rows.lstm_p, "ensemble": rows.ensemble_p}.get(kind, rows.p_up)
+        hits = scoring.hits(scoring.predicts_up(p), rows.realized_return)
+        return [float(h) for h in hits]
 
     def _reference(self, kind: str, version: str) -> float:
-        row = ModelVersionRow.get_or_none(
-            (ModelVersionRow.kind == kind) & (ModelVersionRow.version == version)
-        )
-        if row is None:
-            return 0.5
         try:
-            metrics = Manifest.from_json(row.manifest).metrics
-        except RegistryError:
+            found = queries.model_version(kind, version)
+        except ValueError:  # a malformed manifest
             return 0.5
-        return float(metrics.get(REFERENCE_METRIC[kind], 0.5))
+        if found is None:
+            return 0.5
+        return float(found.manifest.metrics.get(REFERENCE_METRIC[kind], 0.5))
 
     def _probation(self) -> None:
         cfg = self.config.retrain
@@ -372,7 +348,7 @@ class Retraining:
             return
         deployed = self.repository.deployed()
         for kind, version in deployed.items():
-            job = jobs.deployed_by(kind, version)
+            job = queries.job_that_deployed(kind, version)
             if job is None or job.id in self._probation_done:
                 continue
             reference = self._reference(kind, job.champion_version or version)
@@ -396,63 +372,60 @@ class Retraining:
                 except (FailedPrecondition, NotFound) as exc:
                     jobs.append_log(job.id, f"probation failed, no rollback: {exc}", self.clock())
 
+    def _rollback_target(self, kind: str, to_version: str) -> tuple[ModelVersion, ModelVersion]:
+        """(deployed now, the version to deploy instead), or why there is none."""
+        deployed = queries.deployed_versions().get(kind)
+        current = queries.model_version(kind, deployed) if deployed else None
+        if current is None:
+            raise FailedPrecondition(f"no deployed {kind} version to roll back", field="kind")
+        if not to_version:
+            backup = queries.newest_backup(kind)
+            if backup is None:
+                raise FailedPrecondition(f"no {kind} backup to roll back to", field="to_version")
+            return current, backup
+        target = queries.model_version(kind, to_version)
+        if target is None:
+            raise NotFound(f"no {kind} version {to_version!r}", field="to_version")
+        if target.version == current.version:
+            raise FailedPrecondition(f"{to_version} is deployed already", field="to_version")
+        if target.stage == "retired":
+            raise FailedPrecondition(
+                f"{to_version} was pruned (retired); its files are gone", field="to_version"
+            )
+        return current, target
+
     def _rollback(
         self, kind: str, to_version: str, reason: str, trigger: str, replaced_stage: str
-    ) -> tuple[ModelVersionRow, ModelVersionRow]:
+    ) -> tuple[ModelVersion, ModelVersion]:
         check_kind(kind)
-        with self._lock, write_transaction():
-            current = (
-                ModelVersionRow.select()
-                .where((ModelVersionRow.kind == kind) & (ModelVersionRow.stage == "deployed"))
-                .first()
-            )
-            if current is None:
-                raise FailedPrecondition(f"no deployed {kind} version to roll back", field="kind")
-            if to_version:
-                target = ModelVersionRow.get_or_none(
-                    (ModelVersionRow.kind == kind) & (ModelVersionRow.version == to_version)
-                )
-                if target is None:
-                    raise NotFound(f"no {kind} version {to_version!r}", field="to_version")
-                if target.version == current.version:
-                    raise FailedPrecondition(
-                        f"{to_version} is deployed already", field="to_version"
-                    )
-                if target.stage == "retired":
-                    raise FailedPrecondition(
-                        f"{to_version} was pruned (retired); its files are gone", field="to_version"
-                    )
-            else:
-                target = (
-                    ModelVersionRow.select()
-                    .where((ModelVersionRow.kind == kind) & (ModelVersionRow.stage == "backup"))
-                    .order_by(
-                        ModelVersionRow.stage_changed_at.desc(), ModelVersionRow.created_at.desc()
-                    )
-                    .first()
-                )
-                if target is None:
-                    raise FailedPrecondition(
-                        f"no {kind} backup to roll back to", field="to_version"
-                    )
+        with self._lock:
+            current, target = self._rollback_target(kind, to_version)
+            # Hash the files before taking the database's write lock: the batched writer and
+            # every replica wait on that lock.
             try:
                 self.repository.load_verified(kind, target.version)
             except (RegistryError, OSError) as exc:
                 raise FailedPrecondition(
                     f"{target.version} cannot be loaded: {exc}", field="to_version"
                 ) from None
-            self.repository.deploy(kind, target.version)
-            if replaced_stage != "backup":
-                self.repository.set_stage(kind, current.version, replaced_stage)
-            job = jobs.record_rollback(
-                kind,
-                target.version,
-                current.version,
-                reason,
-                trigger,
-                self.clock(),
-                self._market_now,
-            )
+            with write_transaction():
+                if queries.deployed_versions().get(kind) != current.version:
+                    raise FailedPrecondition(
+                        f"the deployed {kind} version changed during the rollback; try again",
+                        field="kind",
+                    )
+                self.repository.deploy(kind, target.version)
+                if replaced_stage != "backup":
+                    self.repository.set_stage(kind, current.version, replaced_stage)
+                job = jobs.record_rollback(
+                    kind,
+                    target.version,
+                    current.version,
+                    reason,
+                    trigger,
+                    self.clock(),
+                    self._market_now,
+                )
         log.warning(
             "rolled back",
             extra={"kind": kind, "deployed": target.version, "replaced": current.version},
@@ -461,16 +434,17 @@ class Retraining:
             AlertCandidate(
                 kind="rollback",
                 severity="warning",
-                component=kind,
+                component=COMPONENT_OF_KIND[kind],
                 message=f"{kind} rolled back from {current.version} to {target.version} "
                 f"(job {job.id[:8]}): {reason}"[:500],
                 value=0.0,
                 threshold=0.0,
             )
         )
-        deployed_row: ModelVersionRow = ModelVersionRow.get_by_id(target.get_id())
-        replaced_row: ModelVersionRow = ModelVersionRow.get_by_id(current.get_id())
-        return deployed_row, replaced_row
+        deployed = queries.model_version(kind, target.version)
+        replaced = queries.model_version(kind, current.version)
+        assert deployed is not None and replaced is not None  # rows are never deleted
+        return deployed, replaced
 
     # -- housekeeping ----------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Retraining jobs in the database (JobRow): queueing with merging, state transitions, log lines,
-gate metrics. Both the server's coordinator and the worker process write here, always through
+"""Writes of retraining jobs: queueing with merging, state transitions, log lines, gate metrics
+(reads are in queries.py). Both the server's coordinator and the worker process write here, always through
 targeted UPDATEs of the fields they own so that neither overwrites the other's."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import peewee as pw
 from server.core.errors import InvalidArgument, NotFound
 from server.core.jobs import ACTIVE_STATES, FINAL_STATES, TRANSITIONS, TRIGGERS, merge_target
 from server.core.manifest import check_kind
+from server.core.records import Job
+from server.storage import queries
 from server.storage.schema import JobRow, database, write_transaction
 
 
@@ -21,23 +23,9 @@ def _line(now: datetime, text: str) -> str:
     return f"{now:%Y-%m-%dT%H:%M:%S}Z {text}\n"
 
 
-def deployed_by(kind: str, version: str) -> JobRow | None:
-    """The job whose challenger ``version`` of ``kind`` is deployed (None: the first training)."""
-    row: JobRow | None = (
-        JobRow.select()
-        .where(
-            (JobRow.kind == kind)
-            & (JobRow.challenger_version == version)
-            & (JobRow.state == "deployed")
-        )
-        .first()
-    )
-    return row
-
-
 def enqueue(
     kind: str, trigger: str, note: str, market_time: datetime | None, now: datetime
-) -> tuple[JobRow, bool]:
+) -> tuple[Job, bool]:
     """A new queued job, or the kind's active job with the trigger noted on it (merged=True)."""
     check_kind(kind)
     if trigger not in TRIGGERS:
@@ -51,10 +39,10 @@ def enqueue(
         target = merge_target([(r.id, r.state) for r in rows])
         if target is not None:
             merged = f"merged {trigger} trigger" + (f": {note}" if note else "")
-            current = get(target).note
+            current = _get(target).note
             set_fields(target, note=f"{current}\n{merged}" if current else merged)
             append_log(target, merged, now)
-            return get(target), True
+            return _get(target), True
         job_id = uuid.uuid4().hex
         JobRow.create(
             id=job_id,
@@ -69,45 +57,14 @@ def enqueue(
                 f"queued by {trigger}" + (f" at market time {market_time}" if market_time else ""),
             ),
         )
-    return get(job_id), False
+    return _get(job_id), False
 
 
-def get(job_id: str) -> JobRow:
-    row = JobRow.get_or_none(JobRow.id == job_id)
-    if row is None:
+def _get(job_id: str) -> Job:
+    found = queries.job(job_id)
+    if found is None:
         raise NotFound(f"no job {job_id!r}", field="job_id")
-    return row
-
-
-def list_jobs(kind: str | None = None, state: str | None = None, limit: int = 100) -> list[JobRow]:
-    """Newest first."""
-    query = JobRow.select()
-    if kind:
-        query = query.where(JobRow.kind == kind)
-    if state:
-        query = query.where(JobRow.state == state)
-    return list(query.order_by(JobRow.queued_at.desc(), JobRow.id.desc()).limit(max(limit, 1)))
-
-
-def next_queued() -> JobRow | None:
-    row: JobRow | None = (
-        JobRow.select().where(JobRow.state == "queued").order_by(JobRow.queued_at).first()
-    )
-    return row
-
-
-def latest(kind: str, trigger: str | None = None, market: bool = False) -> JobRow | None:
-    """The kind's most recent job (of ``trigger``), by market time when ``market`` (jobs queued
-    without a market time are skipped) else by wall time."""
-    query = JobRow.select().where(JobRow.kind == kind)
-    if trigger:
-        query = query.where(JobRow.trigger == trigger)
-    if market:
-        query = query.where(JobRow.market_time.is_null(False)).order_by(JobRow.market_time.desc())
-    else:
-        query = query.order_by(JobRow.queued_at.desc())
-    row: JobRow | None = query.first()
-    return row
+    return found
 
 
 def transition(
@@ -159,15 +116,15 @@ def record_rollback(
     trigger: str,
     now: datetime,
     market_time: datetime | None,
-) -> JobRow:
+) -> Job:
     """Marks the job that deployed ``replaced`` rolled back; without such a job (the first
     training deployed it), a rolled-back job row records the rollback."""
     text = f"rolled back to {deployed}" + (f": {reason}" if reason else "")
-    source = deployed_by(kind, replaced)
+    source = queries.job_that_deployed(kind, replaced)
     if source is not None and transition(
         source.id, "rolled_back", now, reason=reason or "rolled back", message=text
     ):
-        return get(source.id)
+        return _get(source.id)
     job_id = uuid.uuid4().hex
     JobRow.create(
         id=job_id,
@@ -184,4 +141,4 @@ def record_rollback(
         market_time=market_time,
         log=_line(now, text),
     )
-    return get(job_id)
+    return _get(job_id)

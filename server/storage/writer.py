@@ -16,7 +16,15 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from server.storage.schema import TABLES, BaseModel, database
+from server.storage.schema import (
+    TABLES,
+    BarRow,
+    BaseModel,
+    OutcomeRow,
+    PredictionRow,
+    RequestRow,
+    database,
+)
 
 log = logging.getLogger("minhos.persistence")
 
@@ -24,6 +32,28 @@ log = logging.getLogger("minhos.persistence")
 #: (and counted) rather than growing without bound.
 MAX_BACKLOG = 200_000
 
+
+#: Columns of the rows producers queue, in the order of their tuples.
+PREDICTION_COLUMNS = (
+    "id",
+    "symbol",
+    "bar_time",
+    "created_at",
+    "direction",
+    "probability_up",
+    "confidence",
+    "lstm_probability",
+    "ensemble_probability",
+    "agreement",
+    "kelly_fraction",
+    "lstm_version",
+    "ensemble_version",
+    "kelly_version",
+    "latency_ms",
+)
+OUTCOME_COLUMNS = ("prediction", "realized_return", "hit", "position_return", "resolved_at")
+BAR_COLUMNS = ("symbol", "time", "open", "high", "low", "close", "volume")
+REQUEST_COLUMNS = ("method", "code", "latency_ms", "created_at", "market_time", "messages")
 
 #: A queued write: rows of one table, as tuples in the order of ``columns``.
 Item = tuple[type[BaseModel], tuple[str, ...], list[tuple[Any, ...]]]
@@ -61,6 +91,22 @@ class BatchWriter:
             self._queue.put((table, columns, rows))
             if self.depth >= self.max_rows:
                 self._wake.set()
+
+    def put_predictions(self, rows: list[tuple[Any, ...]]) -> None:
+        """Tuples in the order of :data:`PREDICTION_COLUMNS`."""
+        self.put(PredictionRow, PREDICTION_COLUMNS, rows)
+
+    def put_outcomes(self, rows: list[tuple[Any, ...]]) -> None:
+        """Tuples in the order of :data:`OUTCOME_COLUMNS`."""
+        self.put(OutcomeRow, OUTCOME_COLUMNS, rows)
+
+    def put_bars(self, rows: list[tuple[Any, ...]]) -> None:
+        """Tuples in the order of :data:`BAR_COLUMNS`."""
+        self.put(BarRow, BAR_COLUMNS, rows)
+
+    def put_requests(self, rows: list[tuple[Any, ...]]) -> None:
+        """Tuples in the order of :data:`REQUEST_COLUMNS`."""
+        self.put(RequestRow, REQUEST_COLUMNS, rows)
 
     @property
     def depth(self) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,20 +12,23 @@ from minhos.v1 import calibration_pb2, common_pb2, inference_pb2, monitoring_pb2
 from server.core.bars import COLUMNS
 from server.core.calibration import CalibrationReport
 from server.core.errors import InvalidArgument
-from server.core.manifest import FeatureSpec, Manifest
-from server.monitoring.alerts import Alert, Severity
-from server.monitoring.monitor import HealthReport, Source, WindowMetrics
-from server.serving.dataplane import (
-    EPOCH,
-    FloatArray,
-    IntArray,
+from server.core.manifest import FeatureSpec
+from server.core.model_card import ModelCard
+from server.core.records import (
+    Alert,
+    Job,
+    ModelVersion,
     Outcome,
     Prediction,
     PredictionRecord,
-    StreamBars,
-    StreamStep,
+    Severity,
 )
-from server.storage.schema import JobRow, ModelVersionRow
+from server.monitoring.dashboard_reports import KellyReport, PerformanceReport, SeriesReport
+from server.monitoring.monitor import HealthReport, Source
+from server.monitoring.sample import WindowMetrics
+from server.serving.dataplane import EPOCH
+from server.serving.stream import StreamBars, StreamStep
+from server.serving.validation import FloatArray, IntArray
 
 KIND = {
     "lstm": common_pb2.MODEL_KIND_LSTM,
@@ -183,18 +185,17 @@ def feature_spec_out(spec: FeatureSpec) -> common_pb2.FeatureSpec:
     )
 
 
-def model_version_out(row: ModelVersionRow) -> common_pb2.ModelVersion:
-    manifest = Manifest.from_json(row.manifest)
+def model_version_out(v: ModelVersion) -> common_pb2.ModelVersion:
     return common_pb2.ModelVersion(
-        kind=KIND[row.kind],
-        version=row.version,
-        sha256=row.sha256,
-        stage=STAGE.get(row.stage, common_pb2.MODEL_STAGE_UNSPECIFIED),
-        created_at=timestamp(row.created_at),
-        deployed_at=timestamp(row.deployed_at),
-        metrics={k: float(v) for k, v in manifest.metrics.items()},
-        feature_spec=feature_spec_out(manifest.feature_spec),
-        path=row.path,
+        kind=KIND[v.kind],
+        version=v.version,
+        sha256=v.sha256,
+        stage=STAGE.get(v.stage, common_pb2.MODEL_STAGE_UNSPECIFIED),
+        created_at=timestamp(v.created_at),
+        deployed_at=timestamp(v.deployed_at),
+        metrics={k: float(x) for k, x in v.manifest.metrics.items()},
+        feature_spec=feature_spec_out(v.manifest.feature_spec),
+        path=v.path,
     )
 
 
@@ -277,6 +278,7 @@ def health_out(r: HealthReport) -> monitoring_pb2.GetHealthResponse:
                 score=c.score,
                 metrics=window_out(c.metrics),
                 detail=c.detail,
+                subscores=c.subscores,
             )
             for c in r.components
         ],
@@ -390,11 +392,7 @@ TRIGGER = {
 STAGE_NAME = {v: k for k, v in STAGE.items()}
 
 
-def job_out(row: JobRow) -> retrain_pb2.Job:
-    try:
-        gate = json.loads(row.gate_metrics or "[]")
-    except ValueError:
-        gate = []
+def job_out(row: Job) -> retrain_pb2.Job:
     return retrain_pb2.Job(
         id=row.id,
         kind=KIND.get(row.kind, common_pb2.MODEL_KIND_UNSPECIFIED),
@@ -407,14 +405,130 @@ def job_out(row: JobRow) -> retrain_pb2.Job:
         champion_version=row.champion_version,
         challenger_version=row.challenger_version,
         gate_metrics=[
-            retrain_pb2.GateMetric(
-                name=str(g["name"]),
-                champion=float(g["champion"]),
-                challenger=float(g["challenger"]),
-            )
-            for g in gate
-            if isinstance(g, dict)
+            retrain_pb2.GateMetric(name=g.name, champion=g.champion, challenger=g.challenger)
+            for g in row.gate_metrics
         ],
         failure_reason=row.failure_reason,
-        log=[line for line in (row.log or "").splitlines() if line],
+        log=row.log,
+    )
+
+
+# -- dashboard aggregates -------------------------------------------------------------------------
+
+
+def _threshold_severity(name: str | None) -> monitoring_pb2.Severity.ValueType:
+    return SEVERITY.get(name or "", monitoring_pb2.SEVERITY_UNSPECIFIED)
+
+
+def metric_series_out(r: SeriesReport) -> monitoring_pb2.GetMetricSeriesResponse:
+    out = monitoring_pb2.GetMetricSeriesResponse(window=r.window)
+    if r.bar_time:
+        set_time(out.as_of, r.bar_time[-1])
+    for s in r.series:
+        series = out.series.add(
+            metric=s.metric, component=COMPONENT.get(s.component, common_pb2.COMPONENT_UNSPECIFIED)
+        )
+        for end, value, count in zip(
+            s.ends.tolist(), s.values.tolist(), s.counts.tolist(), strict=True
+        ):
+            point = series.points.add(value=value, count=count)
+            set_time(point.time, r.bar_time[end])
+        for line in s.lines:
+            series.thresholds.add(
+                name=line.name,
+                severity=_threshold_severity(line.severity),
+                values=line.values.tolist(),
+            )
+    return out
+
+
+def kelly_status_out(
+    r: KellyReport, version: ModelVersion | None
+) -> monitoring_pb2.GetKellyStatusResponse:
+    stakes = r.stakes
+    return monitoring_pb2.GetKellyStatusResponse(
+        version=model_version_out(version) if version is not None else None,
+        calibrator=r.calibrator,
+        calibrator_detail=r.calibrator_detail,
+        payoff_ratio=r.payoff_ratio,
+        payoff_outcomes=r.payoff_outcomes,
+        fraction=r.fraction,
+        cap=r.cap,
+        fitted_on=r.fitted_on,
+        predictions=stakes.predictions,
+        sized_share=stakes.sized_share,
+        capped_share=stakes.capped_share,
+        mean_stake=stakes.mean_stake,
+        stakes=[
+            monitoring_pb2.StakeBin(lower=lo, upper=hi, count=n)
+            for lo, hi, n in zip(
+                stakes.edges[:-1].tolist(),
+                stakes.edges[1:].tolist(),
+                stakes.counts.tolist(),
+                strict=True,
+            )
+        ],
+    )
+
+
+def performance_out(r: PerformanceReport) -> monitoring_pb2.GetPerformanceResponse:
+    e = r.equity
+    out = monitoring_pb2.GetPerformanceResponse(
+        symbol=r.symbol,
+        resolved=r.resolved,
+        hits=r.hits,
+        hit_rate=r.hit_rate,
+        by_agreement=[
+            monitoring_pb2.AgreementHitRate(
+                name=h.name,
+                min_agreement=h.min_agreement,
+                max_agreement=h.max_agreement,
+                resolved=h.resolved,
+                hits=h.hits,
+                hit_rate=h.hit_rate,
+            )
+            for h in r.by_agreement
+        ],
+        kelly_return=e.kelly_return,
+        buy_and_hold_return=e.buy_and_hold_return,
+        kelly_max_drawdown=e.kelly_max_drawdown,
+        buy_and_hold_max_drawdown=e.buy_and_hold_max_drawdown,
+    )
+    for i in r.sample.tolist():
+        point = out.equity.add(
+            kelly_equity=float(e.kelly[i]),
+            buy_and_hold_equity=float(e.buy_and_hold[i]),
+            kelly_drawdown=float(e.kelly_drawdown[i]),
+            buy_and_hold_drawdown=float(e.buy_and_hold_drawdown[i]),
+        )
+        set_time(point.time, r.bar_time[i])
+    return out
+
+
+def _iso_date(text: str) -> Timestamp | None:
+    try:
+        return timestamp(dt.datetime.fromisoformat(text)) if text else None
+    except ValueError:
+        return None
+
+
+def model_details_out(v: ModelVersion, card: ModelCard) -> retrain_pb2.ModelDetails:
+    return retrain_pb2.ModelDetails(
+        version=model_version_out(v),
+        spans=[
+            retrain_pb2.DataSpan(name=s.name, start=_iso_date(s.start), end=_iso_date(s.end))
+            for s in card.spans
+        ],
+        comparisons=[
+            retrain_pb2.MetricComparison(
+                span=c.span,
+                metric=c.metric,
+                value=c.value,
+                baseline=c.baseline,
+                baseline_value=c.baseline_value,
+            )
+            for c in card.comparisons
+        ],
+        settings=[retrain_pb2.TrainingSetting(name=k, value=val) for k, val in card.settings],
+        job_id=card.job_id,
     )

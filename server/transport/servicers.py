@@ -36,8 +36,13 @@ from server.core.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from server.core.model_card import model_card
+from server.monitoring import dashboard_reports
+from server.monitoring import performance as perf
 from server.monitoring.monitor import AlertNotFoundError, Monitor, Source
 from server.serving.dataplane import SERVER_VERSION, DataPlane
+from server.serving.stream import StreamSession
+from server.storage import queries
 from server.transport import convert
 from server.transport.pipeline import pipelined
 from server.transport.telemetry import Telemetry
@@ -145,7 +150,7 @@ class InferenceServicer(Base, inference_pb2_grpc.InferenceServiceServicer):
     def PredictStream(
         self, request_iterator: Iterator[inference_pb2.StreamRequest], context: grpc.ServicerContext
     ) -> Iterator[inference_pb2.StreamResponse]:
-        session = self.plane.stream()
+        session = StreamSession(self.plane)
         index = 0
 
         def score(requests: list[inference_pb2.StreamRequest]) -> tuple[_Replies, bool]:
@@ -189,7 +194,7 @@ class InferenceServicer(Base, inference_pb2_grpc.InferenceServiceServicer):
         return inference_pb2.GetServingInfoResponse(
             bars_required=models.bars_required,
             feature_names=list(models.feature_names),
-            deployed=[convert.model_version_out(row) for row in self.plane.deployed_rows(models)],
+            deployed=[convert.model_version_out(v) for v in self.plane.deployed_versions(models)],
             server_version=SERVER_VERSION,
         )
 
@@ -221,7 +226,12 @@ class MonitoringServicer(Base, monitoring_pb2_grpc.MonitoringServiceServicer):
         self, request: monitoring_pb2.GetHealthRequest, context: grpc.ServicerContext
     ) -> monitoring_pb2.GetHealthResponse:
         window = _window(request.window, "window")
-        return convert.health_out(self.monitor.health(window=window, last_n=request.last_n or None))
+        reply = convert.health_out(
+            self.monitor.health(window=window, last_n=request.last_n or None)
+        )
+        reply.warn_health_score = self.monitor.config.warn_health_score
+        reply.critical_health_score = self.monitor.config.critical_health_score
+        return reply
 
     @rpc("ListAlerts")
     def ListAlerts(
@@ -248,6 +258,47 @@ class MonitoringServicer(Base, monitoring_pb2_grpc.MonitoringServiceServicer):
             )
         except AlertNotFoundError:
             raise NotFound(f"no alert {request.alert_id!r}", field="alert_id") from None
+
+    @rpc("GetMetricSeries")
+    def GetMetricSeries(
+        self, request: monitoring_pb2.GetMetricSeriesRequest, context: grpc.ServicerContext
+    ) -> monitoring_pb2.GetMetricSeriesResponse:
+        cfg = self.monitor.config
+        window = _bounded(request.window, cfg.last_n, 20_000, "window")
+        points = _bounded(request.points, 60, 500, "points")
+        span = _bounded(request.span, 2000, 20_000, "span")
+        report = dashboard_reports.series_report(cfg, self.monitor.reference, window, points, span)
+        return convert.metric_series_out(report)
+
+    @rpc("GetKellyStatus")
+    def GetKellyStatus(
+        self, request: monitoring_pb2.GetKellyStatusRequest, context: grpc.ServicerContext
+    ) -> monitoring_pb2.GetKellyStatusResponse:
+        last_n = _bounded(request.last_n, 500, 20_000, "last_n")
+        bins = _bounded(request.bins, 10, 50, "bins")
+        models = self.plane.models()
+        manifest = models.manifests["kelly"]
+        report = dashboard_reports.kelly_report(
+            models.kelly, manifest, self.plane.config.kelly, last_n, bins
+        )
+        version = next(
+            (v for v in queries.model_versions("kelly") if v.version == manifest.version), None
+        )
+        return convert.kelly_status_out(report, version)
+
+    @rpc("GetPerformance")
+    def GetPerformance(
+        self, request: monitoring_pb2.GetPerformanceRequest, context: grpc.ServicerContext
+    ) -> monitoring_pb2.GetPerformanceResponse:
+        threshold = request.high_agreement or perf.HIGH_AGREEMENT
+        if not 0 < threshold <= 1:
+            raise InvalidArgument(f"{threshold} is not in (0, 1]", field="high_agreement")
+        points = _bounded(request.points, 300, 2000, "points")
+        last_n = _bounded(request.last_n, 20_000, 100_000, "last_n")
+        if request.symbol:
+            self.plane.check_symbol(request.symbol)
+        report = dashboard_reports.performance_report(request.symbol, threshold, points, last_n)
+        return convert.performance_out(report)
 
 
 class CalibrationServicer(Base, calibration_pb2_grpc.CalibrationServiceServicer):
@@ -329,7 +380,7 @@ class RetrainServicer(Base, retrain_pb2_grpc.RetrainServiceServicer):
     ) -> retrain_pb2.ListModelVersionsResponse:
         kind = _kind(request.kind) if request.kind else None
         stage = convert.STAGE_NAME.get(request.stage) if request.stage else None
-        rows = self.retraining.repository.versions(kind, stage)
+        rows = queries.model_versions(kind, stage)
         return retrain_pb2.ListModelVersionsResponse(
             versions=[convert.model_version_out(r) for r in rows]
         )
@@ -345,3 +396,38 @@ class RetrainServicer(Base, retrain_pb2_grpc.RetrainServiceServicer):
             deployed=convert.model_version_out(deployed),
             replaced=convert.model_version_out(replaced),
         )
+
+    @rpc("GetModelDetails")
+    def GetModelDetails(
+        self, request: retrain_pb2.GetModelDetailsRequest, context: grpc.ServicerContext
+    ) -> retrain_pb2.GetModelDetailsResponse:
+        kind = _kind(request.kind) if request.kind else None
+        limit = _bounded(request.limit, 50, 1000, "limit")
+        versions = queries.model_versions()
+        # A model's validation span is recorded by the Kelly component fitted beside it.
+        kelly = [v.manifest for v in versions if v.kind == "kelly"]
+        chosen = [
+            v
+            for v in versions
+            if (kind is None or v.kind == kind)
+            and (request.include_retired or v.stage != "retired")
+        ][:limit]
+        active = [
+            job for state in ACTIVE_JOB_STATES for job in self.retraining.jobs(kind, state, 1000)
+        ]
+        active.sort(key=lambda job: job.queued_at, reverse=True)
+        return retrain_pb2.GetModelDetailsResponse(
+            models=[convert.model_details_out(v, model_card(v.manifest, kelly)) for v in chosen],
+            active_jobs=[convert.job_out(job) for job in active],
+        )
+
+
+#: Job states in which a kind is "training now".
+ACTIVE_JOB_STATES = ("queued", "running", "validating")
+
+
+def _bounded(value: int, default: int, maximum: int, field: str) -> int:
+    """A count from a request: ``default`` when 0, refused above ``maximum``."""
+    if value > maximum:
+        raise InvalidArgument(f"{value} is above the maximum of {maximum}", field=field)
+    return value or default

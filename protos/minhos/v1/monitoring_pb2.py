@@ -27,39 +27,67 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from minhos.v1 import common_pb2 as minhos_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aminhos/v1/monitoring.proto\x12\tminhos.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16minhos/v1/common.proto\"M\n\x10GetHealthRequest\x12)\n\x06window\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06last_n\x18\x02 \x01(\r\"\x91\x02\n\rWindowMetrics\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bpredictions\x18\x03 \x01(\r\x12\x10\n\x08resolved\x18\x04 \x01(\r\x12\x10\n\x08\x61\x63\x63uracy\x18\x05 \x01(\x01\x12\x17\n\x0fmean_confidence\x18\x06 \x01(\x01\x12\x16\n\x0e\x61greement_rate\x18\x07 \x01(\x01\x12\x12\n\nerror_rate\x18\x08 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\t \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\n \x01(\x01\"\xad\x01\n\x0f\x43omponentHealth\x12\'\n\tcomponent\x18\x01 \x01(\x0e\x32\x14.minhos.v1.Component\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.minhos.v1.HealthStatus\x12\r\n\x05score\x18\x03 \x01(\x01\x12)\n\x07metrics\x18\x04 \x01(\x0b\x32\x18.minhos.v1.WindowMetrics\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\x8e\x01\n\x05Trend\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\'\n\tcomponent\x18\x02 \x01(\x0e\x32\x14.minhos.v1.Component\x12\r\n\x05slope\x18\x03 \x01(\x01\x12\x0f\n\x07\x63urrent\x18\x04 \x01(\x01\x12,\n\tdirection\x18\x05 \x01(\x0e\x32\x19.minhos.v1.TrendDirection\"\xcd\x02\n\x05\x41lert\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.minhos.v1.AlertKind\x12%\n\x08severity\x18\x03 \x01(\x0e\x32\x13.minhos.v1.Severity\x12\'\n\tcomponent\x18\x04 \x01(\x0e\x32\x14.minhos.v1.Component\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x11\n\tthreshold\x18\x07 \x01(\x01\x12-\n\traised_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61\x63knowledged\x18\t \x01(\x08\x12\x33\n\x0f\x61\x63knowledged_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61\x63knowledged_by\x18\x0b \x01(\t\"\xdc\x02\n\x11GetHealthResponse\x12\x14\n\x0chealth_score\x18\x01 \x01(\x01\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.minhos.v1.HealthStatus\x12.\n\ncomponents\x18\x03 \x03(\x0b\x32\x1a.minhos.v1.ComponentHealth\x12\x30\n\x0ewindow_metrics\x18\x04 \x01(\x0b\x32\x18.minhos.v1.WindowMetrics\x12\x30\n\x0elast_n_metrics\x18\x05 \x01(\x0b\x32\x18.minhos.v1.WindowMetrics\x12\'\n\ractive_alerts\x18\x06 \x03(\x0b\x32\x10.minhos.v1.Alert\x12 \n\x06trends\x18\x07 \x03(\x0b\x32\x10.minhos.v1.Trend\x12)\n\x05\x61s_of\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"k\n\x11ListAlertsRequest\x12\x1c\n\x14include_acknowledged\x18\x01 \x01(\x08\x12)\n\x0cmin_severity\x18\x02 \x01(\x0e\x32\x13.minhos.v1.Severity\x12\r\n\x05limit\x18\x03 \x01(\r\"6\n\x12ListAlertsResponse\x12 \n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x10.minhos.v1.Alert\"D\n\x17\x41\x63knowledgeAlertRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61\x63knowledged_by\x18\x02 \x01(\t*x\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x12\n\x0eSEVERITY_ERROR\x10\x03\x12\x15\n\x11SEVERITY_CRITICAL\x10\x04*\x9c\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_HEALTHY\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02\x12\x1b\n\x17HEALTH_STATUS_UNHEALTHY\x10\x03\x12\x19\n\x15HEALTH_STATUS_UNKNOWN\x10\x04*\xce\x02\n\tAlertKind\x12\x1a\n\x16\x41LERT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41LERT_KIND_LOW_ACCURACY\x10\x01\x12\x1d\n\x19\x41LERT_KIND_LOW_CONFIDENCE\x10\x02\x12\x1c\n\x18\x41LERT_KIND_LOW_AGREEMENT\x10\x03\x12\x1e\n\x1a\x41LERT_KIND_HIGH_ERROR_RATE\x10\x04\x12\x1e\n\x1a\x41LERT_KIND_LATENCY_ANOMALY\x10\x05\x12\x1a\n\x16\x41LERT_KIND_DEGRADATION\x10\x06\x12\x1d\n\x19\x41LERT_KIND_MISCALIBRATION\x10\x07\x12\x16\n\x12\x41LERT_KIND_RETRAIN\x10\x08\x12\x17\n\x13\x41LERT_KIND_ROLLBACK\x10\t\x12\x1f\n\x1b\x41LERT_KIND_LOW_HEALTH_SCORE\x10\n*\x8b\x01\n\x0eTrendDirection\x12\x1f\n\x1bTREND_DIRECTION_UNSPECIFIED\x10\x00\x12\x1d\n\x19TREND_DIRECTION_IMPROVING\x10\x01\x12\x1a\n\x16TREND_DIRECTION_STABLE\x10\x02\x12\x1d\n\x19TREND_DIRECTION_DEGRADING\x10\x03\x32\xf0\x01\n\x11MonitoringService\x12\x46\n\tGetHealth\x12\x1b.minhos.v1.GetHealthRequest\x1a\x1c.minhos.v1.GetHealthResponse\x12I\n\nListAlerts\x12\x1c.minhos.v1.ListAlertsRequest\x1a\x1d.minhos.v1.ListAlertsResponse\x12H\n\x10\x41\x63knowledgeAlert\x12\".minhos.v1.AcknowledgeAlertRequest\x1a\x10.minhos.v1.Alertb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aminhos/v1/monitoring.proto\x12\tminhos.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16minhos/v1/common.proto\"M\n\x10GetHealthRequest\x12)\n\x06window\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06last_n\x18\x02 \x01(\r\"\x91\x02\n\rWindowMetrics\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bpredictions\x18\x03 \x01(\r\x12\x10\n\x08resolved\x18\x04 \x01(\r\x12\x10\n\x08\x61\x63\x63uracy\x18\x05 \x01(\x01\x12\x17\n\x0fmean_confidence\x18\x06 \x01(\x01\x12\x16\n\x0e\x61greement_rate\x18\x07 \x01(\x01\x12\x12\n\nerror_rate\x18\x08 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\t \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\n \x01(\x01\"\x9d\x02\n\x0f\x43omponentHealth\x12\'\n\tcomponent\x18\x01 \x01(\x0e\x32\x14.minhos.v1.Component\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.minhos.v1.HealthStatus\x12\r\n\x05score\x18\x03 \x01(\x01\x12)\n\x07metrics\x18\x04 \x01(\x0b\x32\x18.minhos.v1.WindowMetrics\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12<\n\tsubscores\x18\x06 \x03(\x0b\x32).minhos.v1.ComponentHealth.SubscoresEntry\x1a\x30\n\x0eSubscoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8e\x01\n\x05Trend\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\'\n\tcomponent\x18\x02 \x01(\x0e\x32\x14.minhos.v1.Component\x12\r\n\x05slope\x18\x03 \x01(\x01\x12\x0f\n\x07\x63urrent\x18\x04 \x01(\x01\x12,\n\tdirection\x18\x05 \x01(\x0e\x32\x19.minhos.v1.TrendDirection\"\xcd\x02\n\x05\x41lert\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.minhos.v1.AlertKind\x12%\n\x08severity\x18\x03 \x01(\x0e\x32\x13.minhos.v1.Severity\x12\'\n\tcomponent\x18\x04 \x01(\x0e\x32\x14.minhos.v1.Component\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x11\n\tthreshold\x18\x07 \x01(\x01\x12-\n\traised_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61\x63knowledged\x18\t \x01(\x08\x12\x33\n\x0f\x61\x63knowledged_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61\x63knowledged_by\x18\x0b \x01(\t\"\x96\x03\n\x11GetHealthResponse\x12\x14\n\x0chealth_score\x18\x01 \x01(\x01\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.minhos.v1.HealthStatus\x12.\n\ncomponents\x18\x03 \x03(\x0b\x32\x1a.minhos.v1.ComponentHealth\x12\x30\n\x0ewindow_metrics\x18\x04 \x01(\x0b\x32\x18.minhos.v1.WindowMetrics\x12\x30\n\x0elast_n_metrics\x18\x05 \x01(\x0b\x32\x18.minhos.v1.WindowMetrics\x12\'\n\ractive_alerts\x18\x06 \x03(\x0b\x32\x10.minhos.v1.Alert\x12 \n\x06trends\x18\x07 \x03(\x0b\x32\x10.minhos.v1.Trend\x12)\n\x05\x61s_of\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11warn_health_score\x18\t \x01(\x01\x12\x1d\n\x15\x63ritical_health_score\x18\n \x01(\x01\"k\n\x11ListAlertsRequest\x12\x1c\n\x14include_acknowledged\x18\x01 \x01(\x08\x12)\n\x0cmin_severity\x18\x02 \x01(\x0e\x32\x13.minhos.v1.Severity\x12\r\n\x05limit\x18\x03 \x01(\r\"6\n\x12ListAlertsResponse\x12 \n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x10.minhos.v1.Alert\"D\n\x17\x41\x63knowledgeAlertRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61\x63knowledged_by\x18\x02 \x01(\t\"F\n\x16GetMetricSeriesRequest\x12\x0e\n\x06window\x18\x01 \x01(\r\x12\x0e\n\x06points\x18\x02 \x01(\r\x12\x0c\n\x04span\x18\x03 \x01(\r\"U\n\x0bSeriesPoint\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"T\n\rThresholdLine\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x08severity\x18\x02 \x01(\x0e\x32\x13.minhos.v1.Severity\x12\x0e\n\x06values\x18\x03 \x03(\x01\"\x9d\x01\n\x0cMetricSeries\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\'\n\tcomponent\x18\x02 \x01(\x0e\x32\x14.minhos.v1.Component\x12&\n\x06points\x18\x03 \x03(\x0b\x32\x16.minhos.v1.SeriesPoint\x12,\n\nthresholds\x18\x04 \x03(\x0b\x32\x18.minhos.v1.ThresholdLine\"}\n\x17GetMetricSeriesResponse\x12\'\n\x06series\x18\x01 \x03(\x0b\x32\x17.minhos.v1.MetricSeries\x12\x0e\n\x06window\x18\x02 \x01(\r\x12)\n\x05\x61s_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\x15GetKellyStatusRequest\x12\x0e\n\x06last_n\x18\x01 \x01(\r\x12\x0c\n\x04\x62ins\x18\x02 \x01(\r\"7\n\x08StakeBin\x12\r\n\x05lower\x18\x01 \x01(\x01\x12\r\n\x05upper\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"\xcb\x02\n\x16GetKellyStatusResponse\x12(\n\x07version\x18\x01 \x01(\x0b\x32\x17.minhos.v1.ModelVersion\x12\x12\n\ncalibrator\x18\x02 \x01(\t\x12\x19\n\x11\x63\x61librator_detail\x18\x03 \x01(\t\x12\x14\n\x0cpayoff_ratio\x18\x04 \x01(\x01\x12\x17\n\x0fpayoff_outcomes\x18\x05 \x01(\r\x12\x10\n\x08\x66raction\x18\x06 \x01(\x01\x12\x0b\n\x03\x63\x61p\x18\x07 \x01(\x01\x12\x11\n\tfitted_on\x18\x08 \x01(\t\x12\x13\n\x0bpredictions\x18\t \x01(\r\x12\x13\n\x0bsized_share\x18\n \x01(\x01\x12\x14\n\x0c\x63\x61pped_share\x18\x0b \x01(\x01\x12\x12\n\nmean_stake\x18\x0c \x01(\x01\x12#\n\x06stakes\x18\r \x03(\x0b\x32\x13.minhos.v1.StakeBin\"_\n\x15GetPerformanceRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x16\n\x0ehigh_agreement\x18\x02 \x01(\x01\x12\x0e\n\x06points\x18\x03 \x01(\r\x12\x0e\n\x06last_n\x18\x04 \x01(\r\"\x80\x01\n\x10\x41greementHitRate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rmin_agreement\x18\x02 \x01(\x01\x12\x15\n\rmax_agreement\x18\x03 \x01(\x01\x12\x10\n\x08resolved\x18\x04 \x01(\r\x12\x0c\n\x04hits\x18\x05 \x01(\r\x12\x10\n\x08hit_rate\x18\x06 \x01(\x01\"\xa1\x01\n\x0b\x45quityPoint\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0ckelly_equity\x18\x02 \x01(\x01\x12\x1b\n\x13\x62uy_and_hold_equity\x18\x03 \x01(\x01\x12\x16\n\x0ekelly_drawdown\x18\x04 \x01(\x01\x12\x1d\n\x15\x62uy_and_hold_drawdown\x18\x05 \x01(\x01\"\xa7\x02\n\x16GetPerformanceResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08resolved\x18\x02 \x01(\r\x12\x0c\n\x04hits\x18\x03 \x01(\r\x12\x10\n\x08hit_rate\x18\x04 \x01(\x01\x12\x31\n\x0c\x62y_agreement\x18\x05 \x03(\x0b\x32\x1b.minhos.v1.AgreementHitRate\x12&\n\x06\x65quity\x18\x06 \x03(\x0b\x32\x16.minhos.v1.EquityPoint\x12\x14\n\x0ckelly_return\x18\x07 \x01(\x01\x12\x1b\n\x13\x62uy_and_hold_return\x18\x08 \x01(\x01\x12\x1a\n\x12kelly_max_drawdown\x18\t \x01(\x01\x12!\n\x19\x62uy_and_hold_max_drawdown\x18\n \x01(\x01*x\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x12\n\x0eSEVERITY_ERROR\x10\x03\x12\x15\n\x11SEVERITY_CRITICAL\x10\x04*\x9c\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_HEALTHY\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02\x12\x1b\n\x17HEALTH_STATUS_UNHEALTHY\x10\x03\x12\x19\n\x15HEALTH_STATUS_UNKNOWN\x10\x04*\xce\x02\n\tAlertKind\x12\x1a\n\x16\x41LERT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41LERT_KIND_LOW_ACCURACY\x10\x01\x12\x1d\n\x19\x41LERT_KIND_LOW_CONFIDENCE\x10\x02\x12\x1c\n\x18\x41LERT_KIND_LOW_AGREEMENT\x10\x03\x12\x1e\n\x1a\x41LERT_KIND_HIGH_ERROR_RATE\x10\x04\x12\x1e\n\x1a\x41LERT_KIND_LATENCY_ANOMALY\x10\x05\x12\x1a\n\x16\x41LERT_KIND_DEGRADATION\x10\x06\x12\x1d\n\x19\x41LERT_KIND_MISCALIBRATION\x10\x07\x12\x16\n\x12\x41LERT_KIND_RETRAIN\x10\x08\x12\x17\n\x13\x41LERT_KIND_ROLLBACK\x10\t\x12\x1f\n\x1b\x41LERT_KIND_LOW_HEALTH_SCORE\x10\n*\x8b\x01\n\x0eTrendDirection\x12\x1f\n\x1bTREND_DIRECTION_UNSPECIFIED\x10\x00\x12\x1d\n\x19TREND_DIRECTION_IMPROVING\x10\x01\x12\x1a\n\x16TREND_DIRECTION_STABLE\x10\x02\x12\x1d\n\x19TREND_DIRECTION_DEGRADING\x10\x03\x32\xf8\x03\n\x11MonitoringService\x12\x46\n\tGetHealth\x12\x1b.minhos.v1.GetHealthRequest\x1a\x1c.minhos.v1.GetHealthResponse\x12I\n\nListAlerts\x12\x1c.minhos.v1.ListAlertsRequest\x1a\x1d.minhos.v1.ListAlertsResponse\x12H\n\x10\x41\x63knowledgeAlert\x12\".minhos.v1.AcknowledgeAlertRequest\x1a\x10.minhos.v1.Alert\x12X\n\x0fGetMetricSeries\x12!.minhos.v1.GetMetricSeriesRequest\x1a\".minhos.v1.GetMetricSeriesResponse\x12U\n\x0eGetKellyStatus\x12 .minhos.v1.GetKellyStatusRequest\x1a!.minhos.v1.GetKellyStatusResponse\x12U\n\x0eGetPerformance\x12 .minhos.v1.GetPerformanceRequest\x1a!.minhos.v1.GetPerformanceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'minhos.v1.monitoring_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEVERITY']._serialized_start=1728
-  _globals['_SEVERITY']._serialized_end=1848
-  _globals['_HEALTHSTATUS']._serialized_start=1851
-  _globals['_HEALTHSTATUS']._serialized_end=2007
-  _globals['_ALERTKIND']._serialized_start=2010
-  _globals['_ALERTKIND']._serialized_end=2344
-  _globals['_TRENDDIRECTION']._serialized_start=2347
-  _globals['_TRENDDIRECTION']._serialized_end=2486
+  _globals['_COMPONENTHEALTH_SUBSCORESENTRY']._loaded_options = None
+  _globals['_COMPONENTHEALTH_SUBSCORESENTRY']._serialized_options = b'8\001'
+  _globals['_SEVERITY']._serialized_start=3566
+  _globals['_SEVERITY']._serialized_end=3686
+  _globals['_HEALTHSTATUS']._serialized_start=3689
+  _globals['_HEALTHSTATUS']._serialized_end=3845
+  _globals['_ALERTKIND']._serialized_start=3848
+  _globals['_ALERTKIND']._serialized_end=4182
+  _globals['_TRENDDIRECTION']._serialized_start=4185
+  _globals['_TRENDDIRECTION']._serialized_end=4324
   _globals['_GETHEALTHREQUEST']._serialized_start=130
   _globals['_GETHEALTHREQUEST']._serialized_end=207
   _globals['_WINDOWMETRICS']._serialized_start=210
   _globals['_WINDOWMETRICS']._serialized_end=483
   _globals['_COMPONENTHEALTH']._serialized_start=486
-  _globals['_COMPONENTHEALTH']._serialized_end=659
-  _globals['_TREND']._serialized_start=662
-  _globals['_TREND']._serialized_end=804
-  _globals['_ALERT']._serialized_start=807
-  _globals['_ALERT']._serialized_end=1140
-  _globals['_GETHEALTHRESPONSE']._serialized_start=1143
-  _globals['_GETHEALTHRESPONSE']._serialized_end=1491
-  _globals['_LISTALERTSREQUEST']._serialized_start=1493
-  _globals['_LISTALERTSREQUEST']._serialized_end=1600
-  _globals['_LISTALERTSRESPONSE']._serialized_start=1602
-  _globals['_LISTALERTSRESPONSE']._serialized_end=1656
-  _globals['_ACKNOWLEDGEALERTREQUEST']._serialized_start=1658
-  _globals['_ACKNOWLEDGEALERTREQUEST']._serialized_end=1726
-  _globals['_MONITORINGSERVICE']._serialized_start=2489
-  _globals['_MONITORINGSERVICE']._serialized_end=2729
+  _globals['_COMPONENTHEALTH']._serialized_end=771
+  _globals['_COMPONENTHEALTH_SUBSCORESENTRY']._serialized_start=723
+  _globals['_COMPONENTHEALTH_SUBSCORESENTRY']._serialized_end=771
+  _globals['_TREND']._serialized_start=774
+  _globals['_TREND']._serialized_end=916
+  _globals['_ALERT']._serialized_start=919
+  _globals['_ALERT']._serialized_end=1252
+  _globals['_GETHEALTHRESPONSE']._serialized_start=1255
+  _globals['_GETHEALTHRESPONSE']._serialized_end=1661
+  _globals['_LISTALERTSREQUEST']._serialized_start=1663
+  _globals['_LISTALERTSREQUEST']._serialized_end=1770
+  _globals['_LISTALERTSRESPONSE']._serialized_start=1772
+  _globals['_LISTALERTSRESPONSE']._serialized_end=1826
+  _globals['_ACKNOWLEDGEALERTREQUEST']._serialized_start=1828
+  _globals['_ACKNOWLEDGEALERTREQUEST']._serialized_end=1896
+  _globals['_GETMETRICSERIESREQUEST']._serialized_start=1898
+  _globals['_GETMETRICSERIESREQUEST']._serialized_end=1968
+  _globals['_SERIESPOINT']._serialized_start=1970
+  _globals['_SERIESPOINT']._serialized_end=2055
+  _globals['_THRESHOLDLINE']._serialized_start=2057
+  _globals['_THRESHOLDLINE']._serialized_end=2141
+  _globals['_METRICSERIES']._serialized_start=2144
+  _globals['_METRICSERIES']._serialized_end=2301
+  _globals['_GETMETRICSERIESRESPONSE']._serialized_start=2303
+  _globals['_GETMETRICSERIESRESPONSE']._serialized_end=2428
+  _globals['_GETKELLYSTATUSREQUEST']._serialized_start=2430
+  _globals['_GETKELLYSTATUSREQUEST']._serialized_end=2483
+  _globals['_STAKEBIN']._serialized_start=2485
+  _globals['_STAKEBIN']._serialized_end=2540
+  _globals['_GETKELLYSTATUSRESPONSE']._serialized_start=2543
+  _globals['_GETKELLYSTATUSRESPONSE']._serialized_end=2874
+  _globals['_GETPERFORMANCEREQUEST']._serialized_start=2876
+  _globals['_GETPERFORMANCEREQUEST']._serialized_end=2971
+  _globals['_AGREEMENTHITRATE']._serialized_start=2974
+  _globals['_AGREEMENTHITRATE']._serialized_end=3102
+  _globals['_EQUITYPOINT']._serialized_start=3105
+  _globals['_EQUITYPOINT']._serialized_end=3266
+  _globals['_GETPERFORMANCERESPONSE']._serialized_start=3269
+  _globals['_GETPERFORMANCERESPONSE']._serialized_end=3564
+  _globals['_MONITORINGSERVICE']._serialized_start=4327
+  _globals['_MONITORINGSERVICE']._serialized_end=4831
 # @@protoc_insertion_point(module_scope)

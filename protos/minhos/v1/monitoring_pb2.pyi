@@ -266,11 +266,32 @@ class ComponentHealth(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class SubscoresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     COMPONENT_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    SUBSCORES_FIELD_NUMBER: _builtins.int
     component: _common_pb2.Component.ValueType
     """The component."""
     status: Global___HealthStatus.ValueType
@@ -283,6 +304,12 @@ class ComponentHealth(_message.Message):
     def metrics(self) -> Global___WindowMetrics:
         """The component's metrics over the time window (fields that do not apply are NaN)."""
 
+    @_builtins.property
+    def subscores(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Sub-scores in [0, 100] that the score is the weighted mean of ("accuracy", "confidence",
+        "agreement", "error_rate"); a sub-score without enough data to compute is absent.
+        """
+
     def __init__(
         self,
         *,
@@ -291,10 +318,11 @@ class ComponentHealth(_message.Message):
         score: _builtins.float = ...,
         metrics: Global___WindowMetrics | None = ...,
         detail: _builtins.str = ...,
+        subscores: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["component", b"component", "detail", b"detail", "metrics", b"metrics", "score", b"score", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["component", b"component", "detail", b"detail", "metrics", b"metrics", "score", b"score", "status", b"status", "subscores", b"subscores"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -418,10 +446,16 @@ class GetHealthResponse(_message.Message):
     ACTIVE_ALERTS_FIELD_NUMBER: _builtins.int
     TRENDS_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    WARN_HEALTH_SCORE_FIELD_NUMBER: _builtins.int
+    CRITICAL_HEALTH_SCORE_FIELD_NUMBER: _builtins.int
     health_score: _builtins.float
     """Overall score in [0, 100]."""
     status: Global___HealthStatus.ValueType
     """Overall status."""
+    warn_health_score: _builtins.float
+    """Scores below this are "degraded" ([monitoring].warn_health_score)."""
+    critical_health_score: _builtins.float
+    """Scores below this are "unhealthy" ([monitoring].critical_health_score)."""
     @_builtins.property
     def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComponentHealth]:
         """Per-component health."""
@@ -457,10 +491,12 @@ class GetHealthResponse(_message.Message):
         active_alerts: _abc.Iterable[Global___Alert] | None = ...,
         trends: _abc.Iterable[Global___Trend] | None = ...,
         as_of: _timestamp_pb2.Timestamp | None = ...,
+        warn_health_score: _builtins.float = ...,
+        critical_health_score: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "last_n_metrics", b"last_n_metrics", "window_metrics", b"window_metrics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_alerts", b"active_alerts", "as_of", b"as_of", "components", b"components", "health_score", b"health_score", "last_n_metrics", b"last_n_metrics", "status", b"status", "trends", b"trends", "window_metrics", b"window_metrics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_alerts", b"active_alerts", "as_of", b"as_of", "components", b"components", "critical_health_score", b"critical_health_score", "health_score", b"health_score", "last_n_metrics", b"last_n_metrics", "status", b"status", "trends", b"trends", "warn_health_score", b"warn_health_score", "window_metrics", b"window_metrics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -545,3 +581,489 @@ class AcknowledgeAlertRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AcknowledgeAlertRequest: _TypeAlias = AcknowledgeAlertRequest  # noqa: Y015
+
+@_typing.final
+class GetMetricSeriesRequest(_message.Message):
+    """Asks for the metric series."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    SPAN_FIELD_NUMBER: _builtins.int
+    window: _builtins.int
+    """Predictions in each point's rolling window; the health report's last N if 0."""
+    points: _builtins.int
+    """Points per series, evenly spaced over the predictions covered; 60 if 0, at most 500."""
+    span: _builtins.int
+    """Newest predictions the series cover; 2000 if 0, at most 20000."""
+    def __init__(
+        self,
+        *,
+        window: _builtins.int = ...,
+        points: _builtins.int = ...,
+        span: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["points", b"points", "span", b"span", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMetricSeriesRequest: _TypeAlias = GetMetricSeriesRequest  # noqa: Y015
+
+@_typing.final
+class SeriesPoint(_message.Message):
+    """One point of a series: the metric over the rolling window that ends at `time`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    value: _builtins.float
+    """The metric; NaN when the window holds nothing to compute it from."""
+    count: _builtins.int
+    """Observations behind the value: resolved outcomes for accuracy, predictions otherwise."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """Market time (bar time) of the newest prediction in the window."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        value: _builtins.float = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "time", b"time", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeriesPoint: _TypeAlias = SeriesPoint  # noqa: Y015
+
+@_typing.final
+class ThresholdLine(_message.Message):
+    """A level a series is judged against. One value per point of its series: a z-test's level moves
+    with the number of observations in the window, and the overconfidence level with the accuracy.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """What the level means, e.g. "expected (validation)", "warning", "critical"."""
+    severity: Global___Severity.ValueType
+    """Severity of crossing it; unset for a reference level (what the metric is expected to be)."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """One value per point of the series; NaN where the level is undefined."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        severity: Global___Severity.ValueType = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "severity", b"severity", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThresholdLine: _TypeAlias = ThresholdLine  # noqa: Y015
+
+@_typing.final
+class MetricSeries(_message.Message):
+    """One metric over time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    COMPONENT_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    THRESHOLDS_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    """"accuracy", "mean_confidence", "agreement_rate", "latency_p50_ms" or "latency_p99_ms"."""
+    component: _common_pb2.Component.ValueType
+    """Component the metric belongs to."""
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeriesPoint]:
+        """The points, oldest first."""
+
+    @_builtins.property
+    def thresholds(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThresholdLine]:
+        """Levels to draw beside it."""
+
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        component: _common_pb2.Component.ValueType = ...,
+        points: _abc.Iterable[Global___SeriesPoint] | None = ...,
+        thresholds: _abc.Iterable[Global___ThresholdLine] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["component", b"component", "metric", b"metric", "points", b"points", "thresholds", b"thresholds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MetricSeries: _TypeAlias = MetricSeries  # noqa: Y015
+
+@_typing.final
+class GetMetricSeriesResponse(_message.Message):
+    """The metric series."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIES_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    window: _builtins.int
+    """Predictions in each rolling window."""
+    @_builtins.property
+    def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___MetricSeries]:
+        """Accuracy of lstm, ensemble and fusion; fused mean confidence and agreement rate; latency
+        percentiles of the server.
+        """
+
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """Market time of the newest prediction covered; unset when there is none."""
+
+    def __init__(
+        self,
+        *,
+        series: _abc.Iterable[Global___MetricSeries] | None = ...,
+        window: _builtins.int = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "series", b"series", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMetricSeriesResponse: _TypeAlias = GetMetricSeriesResponse  # noqa: Y015
+
+@_typing.final
+class GetKellyStatusRequest(_message.Message):
+    """Asks for the Kelly component's status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LAST_N_FIELD_NUMBER: _builtins.int
+    BINS_FIELD_NUMBER: _builtins.int
+    last_n: _builtins.int
+    """Newest predictions sized by the deployed version that the figures cover; 500 if 0, at most
+    20000.
+    """
+    bins: _builtins.int
+    """Bins of the stake histogram, of equal width from 0 to the cap; 10 if 0, at most 50."""
+    def __init__(
+        self,
+        *,
+        last_n: _builtins.int = ...,
+        bins: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bins", b"bins", "last_n", b"last_n"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKellyStatusRequest: _TypeAlias = GetKellyStatusRequest  # noqa: Y015
+
+@_typing.final
+class StakeBin(_message.Message):
+    """One bin of the stake histogram: stakes in (lower, upper]."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOWER_FIELD_NUMBER: _builtins.int
+    UPPER_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    lower: _builtins.float
+    """Lower edge (exclusive)."""
+    upper: _builtins.float
+    """Upper edge (inclusive)."""
+    count: _builtins.int
+    """Predictions with a stake in the bin."""
+    def __init__(
+        self,
+        *,
+        lower: _builtins.float = ...,
+        upper: _builtins.float = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "lower", b"lower", "upper", b"upper"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StakeBin: _TypeAlias = StakeBin  # noqa: Y015
+
+@_typing.final
+class GetKellyStatusResponse(_message.Message):
+    """The deployed Kelly component and the stakes it set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    CALIBRATOR_FIELD_NUMBER: _builtins.int
+    CALIBRATOR_DETAIL_FIELD_NUMBER: _builtins.int
+    PAYOFF_RATIO_FIELD_NUMBER: _builtins.int
+    PAYOFF_OUTCOMES_FIELD_NUMBER: _builtins.int
+    FRACTION_FIELD_NUMBER: _builtins.int
+    CAP_FIELD_NUMBER: _builtins.int
+    FITTED_ON_FIELD_NUMBER: _builtins.int
+    PREDICTIONS_FIELD_NUMBER: _builtins.int
+    SIZED_SHARE_FIELD_NUMBER: _builtins.int
+    CAPPED_SHARE_FIELD_NUMBER: _builtins.int
+    MEAN_STAKE_FIELD_NUMBER: _builtins.int
+    STAKES_FIELD_NUMBER: _builtins.int
+    calibrator: _builtins.str
+    """Calibrator method: "identity", "platt" or "isotonic"."""
+    calibrator_detail: _builtins.str
+    """The calibrator's parameters in words, e.g. "a = 0.870, b = 0.051" or "12 knots"."""
+    payoff_ratio: _builtins.float
+    """Payoff ratio b (mean win / mean loss) the stakes use."""
+    payoff_outcomes: _builtins.int
+    """Outcomes b was estimated from."""
+    fraction: _builtins.float
+    """Fraction of the full Kelly stake that is bet ([kelly].fraction)."""
+    cap: _builtins.float
+    """Largest stake ([kelly].cap)."""
+    fitted_on: _builtins.str
+    """What the component was fitted on: a span of dates, or "resolved outcomes"."""
+    predictions: _builtins.int
+    """Predictions the figures below cover (the newest sized by this version)."""
+    sized_share: _builtins.float
+    """Share of them with a stake above zero; NaN with none."""
+    capped_share: _builtins.float
+    """Share of them staked at the cap; NaN with none."""
+    mean_stake: _builtins.float
+    """Mean stake of those above zero; NaN with none."""
+    @_builtins.property
+    def version(self) -> _common_pb2.ModelVersion:
+        """The deployed version (created_at: when it was fitted)."""
+
+    @_builtins.property
+    def stakes(self) -> _containers.RepeatedCompositeFieldContainer[Global___StakeBin]:
+        """Histogram of the stakes above zero (the rest are predictions - the sum of the counts)."""
+
+    def __init__(
+        self,
+        *,
+        version: _common_pb2.ModelVersion | None = ...,
+        calibrator: _builtins.str = ...,
+        calibrator_detail: _builtins.str = ...,
+        payoff_ratio: _builtins.float = ...,
+        payoff_outcomes: _builtins.int = ...,
+        fraction: _builtins.float = ...,
+        cap: _builtins.float = ...,
+        fitted_on: _builtins.str = ...,
+        predictions: _builtins.int = ...,
+        sized_share: _builtins.float = ...,
+        capped_share: _builtins.float = ...,
+        mean_stake: _builtins.float = ...,
+        stakes: _abc.Iterable[Global___StakeBin] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibrator", b"calibrator", "calibrator_detail", b"calibrator_detail", "cap", b"cap", "capped_share", b"capped_share", "fitted_on", b"fitted_on", "fraction", b"fraction", "mean_stake", b"mean_stake", "payoff_outcomes", b"payoff_outcomes", "payoff_ratio", b"payoff_ratio", "predictions", b"predictions", "sized_share", b"sized_share", "stakes", b"stakes", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKellyStatusResponse: _TypeAlias = GetKellyStatusResponse  # noqa: Y015
+
+@_typing.final
+class GetPerformanceRequest(_message.Message):
+    """Asks for the performance report."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    HIGH_AGREEMENT_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    LAST_N_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    """Only this symbol; the symbol of the newest prediction if empty (an equity curve mixes no
+    symbols).
+    """
+    high_agreement: _builtins.float
+    """Agreement (1 - |p_lstm - p_ensemble|) at or above which a prediction counts as high-agreement;
+    0.8 if 0.
+    """
+    points: _builtins.int
+    """Points of the equity curve, evenly spaced over the resolved predictions with the last always
+    included; 300 if 0, at most 2000.
+    """
+    last_n: _builtins.int
+    """Newest resolved predictions covered; 20000 if 0, at most 100000."""
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        high_agreement: _builtins.float = ...,
+        points: _builtins.int = ...,
+        last_n: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["high_agreement", b"high_agreement", "last_n", b"last_n", "points", b"points", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPerformanceRequest: _TypeAlias = GetPerformanceRequest  # noqa: Y015
+
+@_typing.final
+class AgreementHitRate(_message.Message):
+    """Hit rate of the predictions in one range of agreement."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MIN_AGREEMENT_FIELD_NUMBER: _builtins.int
+    MAX_AGREEMENT_FIELD_NUMBER: _builtins.int
+    RESOLVED_FIELD_NUMBER: _builtins.int
+    HITS_FIELD_NUMBER: _builtins.int
+    HIT_RATE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"high agreement" or "rest"."""
+    min_agreement: _builtins.float
+    """Predictions with agreement in [min_agreement, max_agreement) (max 1 included)."""
+    max_agreement: _builtins.float
+    """See min_agreement."""
+    resolved: _builtins.int
+    """Resolved predictions in the range."""
+    hits: _builtins.int
+    """Of those, hits."""
+    hit_rate: _builtins.float
+    """hits / resolved; NaN with none resolved."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        min_agreement: _builtins.float = ...,
+        max_agreement: _builtins.float = ...,
+        resolved: _builtins.int = ...,
+        hits: _builtins.int = ...,
+        hit_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hit_rate", b"hit_rate", "hits", b"hits", "max_agreement", b"max_agreement", "min_agreement", b"min_agreement", "name", b"name", "resolved", b"resolved"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgreementHitRate: _TypeAlias = AgreementHitRate  # noqa: Y015
+
+@_typing.final
+class EquityPoint(_message.Message):
+    """One point of the equity curve, after the outcome of the prediction made on bar `time`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    KELLY_EQUITY_FIELD_NUMBER: _builtins.int
+    BUY_AND_HOLD_EQUITY_FIELD_NUMBER: _builtins.int
+    KELLY_DRAWDOWN_FIELD_NUMBER: _builtins.int
+    BUY_AND_HOLD_DRAWDOWN_FIELD_NUMBER: _builtins.int
+    kelly_equity: _builtins.float
+    """Growth of 1 unit of capital staked by Kelly on every prediction so far."""
+    buy_and_hold_equity: _builtins.float
+    """Growth of 1 unit held long over the same bars."""
+    kelly_drawdown: _builtins.float
+    """kelly_equity / its running maximum - 1 (0 at a new high, negative below it)."""
+    buy_and_hold_drawdown: _builtins.float
+    """The same for buy-and-hold."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """Bar time of the prediction."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        kelly_equity: _builtins.float = ...,
+        buy_and_hold_equity: _builtins.float = ...,
+        kelly_drawdown: _builtins.float = ...,
+        buy_and_hold_drawdown: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buy_and_hold_drawdown", b"buy_and_hold_drawdown", "buy_and_hold_equity", b"buy_and_hold_equity", "kelly_drawdown", b"kelly_drawdown", "kelly_equity", b"kelly_equity", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EquityPoint: _TypeAlias = EquityPoint  # noqa: Y015
+
+@_typing.final
+class GetPerformanceResponse(_message.Message):
+    """Hit rates and the equity curve of one symbol."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    RESOLVED_FIELD_NUMBER: _builtins.int
+    HITS_FIELD_NUMBER: _builtins.int
+    HIT_RATE_FIELD_NUMBER: _builtins.int
+    BY_AGREEMENT_FIELD_NUMBER: _builtins.int
+    EQUITY_FIELD_NUMBER: _builtins.int
+    KELLY_RETURN_FIELD_NUMBER: _builtins.int
+    BUY_AND_HOLD_RETURN_FIELD_NUMBER: _builtins.int
+    KELLY_MAX_DRAWDOWN_FIELD_NUMBER: _builtins.int
+    BUY_AND_HOLD_MAX_DRAWDOWN_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    """The symbol reported; empty when there are no predictions."""
+    resolved: _builtins.int
+    """Resolved predictions covered."""
+    hits: _builtins.int
+    """Of those, hits."""
+    hit_rate: _builtins.float
+    """hits / resolved; NaN with none."""
+    kelly_return: _builtins.float
+    """Final Kelly equity - 1."""
+    buy_and_hold_return: _builtins.float
+    """Final buy-and-hold equity - 1."""
+    kelly_max_drawdown: _builtins.float
+    """Deepest Kelly drawdown over every resolved prediction (not only the points sent); <= 0."""
+    buy_and_hold_max_drawdown: _builtins.float
+    """Deepest buy-and-hold drawdown over the same bars; <= 0."""
+    @_builtins.property
+    def by_agreement(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgreementHitRate]:
+        """High-agreement predictions against the rest."""
+
+    @_builtins.property
+    def equity(self) -> _containers.RepeatedCompositeFieldContainer[Global___EquityPoint]:
+        """The equity curve, oldest first (at most `points` of the resolved predictions)."""
+
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        resolved: _builtins.int = ...,
+        hits: _builtins.int = ...,
+        hit_rate: _builtins.float = ...,
+        by_agreement: _abc.Iterable[Global___AgreementHitRate] | None = ...,
+        equity: _abc.Iterable[Global___EquityPoint] | None = ...,
+        kelly_return: _builtins.float = ...,
+        buy_and_hold_return: _builtins.float = ...,
+        kelly_max_drawdown: _builtins.float = ...,
+        buy_and_hold_max_drawdown: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buy_and_hold_max_drawdown", b"buy_and_hold_max_drawdown", "buy_and_hold_return", b"buy_and_hold_return", "by_agreement", b"by_agreement", "equity", b"equity", "hit_rate", b"hit_rate", "hits", b"hits", "kelly_max_drawdown", b"kelly_max_drawdown", "kelly_return", b"kelly_return", "resolved", b"resolved", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPerformanceResponse: _TypeAlias = GetPerformanceResponse  # noqa: Y015

@@ -50,6 +50,21 @@ class MonitoringServiceStub(object):
                 request_serializer=minhos_dot_v1_dot_monitoring__pb2.AcknowledgeAlertRequest.SerializeToString,
                 response_deserializer=minhos_dot_v1_dot_monitoring__pb2.Alert.FromString,
                 _registered_method=True)
+        self.GetMetricSeries = channel.unary_unary(
+                '/minhos.v1.MonitoringService/GetMetricSeries',
+                request_serializer=minhos_dot_v1_dot_monitoring__pb2.GetMetricSeriesRequest.SerializeToString,
+                response_deserializer=minhos_dot_v1_dot_monitoring__pb2.GetMetricSeriesResponse.FromString,
+                _registered_method=True)
+        self.GetKellyStatus = channel.unary_unary(
+                '/minhos.v1.MonitoringService/GetKellyStatus',
+                request_serializer=minhos_dot_v1_dot_monitoring__pb2.GetKellyStatusRequest.SerializeToString,
+                response_deserializer=minhos_dot_v1_dot_monitoring__pb2.GetKellyStatusResponse.FromString,
+                _registered_method=True)
+        self.GetPerformance = channel.unary_unary(
+                '/minhos.v1.MonitoringService/GetPerformance',
+                request_serializer=minhos_dot_v1_dot_monitoring__pb2.GetPerformanceRequest.SerializeToString,
+                response_deserializer=minhos_dot_v1_dot_monitoring__pb2.GetPerformanceResponse.FromString,
+                _registered_method=True)
 
 
 class MonitoringServiceServicer(object):
@@ -77,6 +92,29 @@ class MonitoringServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMetricSeries(self, request, context):
+        """Rolling-window series of the health metrics over the newest predictions, each with the levels
+        the health score and the alert rules judge it against (the dashboard's trend charts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKellyStatus(self, request, context):
+        """The deployed Kelly component and how it sized the newest predictions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPerformance(self, request, context):
+        """Hit rates by model agreement, and the Kelly-sized equity curve of one symbol with its drawdown
+        beside buy-and-hold over the same bars.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MonitoringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +132,21 @@ def add_MonitoringServiceServicer_to_server(servicer, server):
                     servicer.AcknowledgeAlert,
                     request_deserializer=minhos_dot_v1_dot_monitoring__pb2.AcknowledgeAlertRequest.FromString,
                     response_serializer=minhos_dot_v1_dot_monitoring__pb2.Alert.SerializeToString,
+            ),
+            'GetMetricSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetricSeries,
+                    request_deserializer=minhos_dot_v1_dot_monitoring__pb2.GetMetricSeriesRequest.FromString,
+                    response_serializer=minhos_dot_v1_dot_monitoring__pb2.GetMetricSeriesResponse.SerializeToString,
+            ),
+            'GetKellyStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKellyStatus,
+                    request_deserializer=minhos_dot_v1_dot_monitoring__pb2.GetKellyStatusRequest.FromString,
+                    response_serializer=minhos_dot_v1_dot_monitoring__pb2.GetKellyStatusResponse.SerializeToString,
+            ),
+            'GetPerformance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPerformance,
+                    request_deserializer=minhos_dot_v1_dot_monitoring__pb2.GetPerformanceRequest.FromString,
+                    response_serializer=minhos_dot_v1_dot_monitoring__pb2.GetPerformanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +231,87 @@ class MonitoringService(object):
             '/minhos.v1.MonitoringService/AcknowledgeAlert',
             minhos_dot_v1_dot_monitoring__pb2.AcknowledgeAlertRequest.SerializeToString,
             minhos_dot_v1_dot_monitoring__pb2.Alert.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetricSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/minhos.v1.MonitoringService/GetMetricSeries',
+            minhos_dot_v1_dot_monitoring__pb2.GetMetricSeriesRequest.SerializeToString,
+            minhos_dot_v1_dot_monitoring__pb2.GetMetricSeriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKellyStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/minhos.v1.MonitoringService/GetKellyStatus',
+            minhos_dot_v1_dot_monitoring__pb2.GetKellyStatusRequest.SerializeToString,
+            minhos_dot_v1_dot_monitoring__pb2.GetKellyStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPerformance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/minhos.v1.MonitoringService/GetPerformance',
+            minhos_dot_v1_dot_monitoring__pb2.GetPerformanceRequest.SerializeToString,
+            minhos_dot_v1_dot_monitoring__pb2.GetPerformanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

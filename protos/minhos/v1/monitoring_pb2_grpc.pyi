@@ -39,6 +39,16 @@ class MonitoringServiceStub:
     """Lists alerts, newest first."""
     AcknowledgeAlert: _grpc.UnaryUnaryMultiCallable[_monitoring_pb2.AcknowledgeAlertRequest, _monitoring_pb2.Alert]
     """Acknowledges an alert so it stops counting as active."""
+    GetMetricSeries: _grpc.UnaryUnaryMultiCallable[_monitoring_pb2.GetMetricSeriesRequest, _monitoring_pb2.GetMetricSeriesResponse]
+    """Rolling-window series of the health metrics over the newest predictions, each with the levels
+    the health score and the alert rules judge it against (the dashboard's trend charts).
+    """
+    GetKellyStatus: _grpc.UnaryUnaryMultiCallable[_monitoring_pb2.GetKellyStatusRequest, _monitoring_pb2.GetKellyStatusResponse]
+    """The deployed Kelly component and how it sized the newest predictions."""
+    GetPerformance: _grpc.UnaryUnaryMultiCallable[_monitoring_pb2.GetPerformanceRequest, _monitoring_pb2.GetPerformanceResponse]
+    """Hit rates by model agreement, and the Kelly-sized equity curve of one symbol with its drawdown
+    beside buy-and-hold over the same bars.
+    """
 
 @_typing.type_check_only
 class MonitoringServiceAsyncStub(MonitoringServiceStub):
@@ -51,6 +61,16 @@ class MonitoringServiceAsyncStub(MonitoringServiceStub):
     """Lists alerts, newest first."""
     AcknowledgeAlert: _aio.UnaryUnaryMultiCallable[_monitoring_pb2.AcknowledgeAlertRequest, _monitoring_pb2.Alert]  # type: ignore[assignment]
     """Acknowledges an alert so it stops counting as active."""
+    GetMetricSeries: _aio.UnaryUnaryMultiCallable[_monitoring_pb2.GetMetricSeriesRequest, _monitoring_pb2.GetMetricSeriesResponse]  # type: ignore[assignment]
+    """Rolling-window series of the health metrics over the newest predictions, each with the levels
+    the health score and the alert rules judge it against (the dashboard's trend charts).
+    """
+    GetKellyStatus: _aio.UnaryUnaryMultiCallable[_monitoring_pb2.GetKellyStatusRequest, _monitoring_pb2.GetKellyStatusResponse]  # type: ignore[assignment]
+    """The deployed Kelly component and how it sized the newest predictions."""
+    GetPerformance: _aio.UnaryUnaryMultiCallable[_monitoring_pb2.GetPerformanceRequest, _monitoring_pb2.GetPerformanceResponse]  # type: ignore[assignment]
+    """Hit rates by model agreement, and the Kelly-sized equity curve of one symbol with its drawdown
+    beside buy-and-hold over the same bars.
+    """
 
 class MonitoringServiceServicer(metaclass=_abc_1.ABCMeta):
     """Reports health and manages alerts."""
@@ -78,5 +98,33 @@ class MonitoringServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_monitoring_pb2.Alert, _abc.Awaitable[_monitoring_pb2.Alert]]:
         """Acknowledges an alert so it stops counting as active."""
+
+    @_abc_1.abstractmethod
+    def GetMetricSeries(
+        self,
+        request: _monitoring_pb2.GetMetricSeriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitoring_pb2.GetMetricSeriesResponse, _abc.Awaitable[_monitoring_pb2.GetMetricSeriesResponse]]:
+        """Rolling-window series of the health metrics over the newest predictions, each with the levels
+        the health score and the alert rules judge it against (the dashboard's trend charts).
+        """
+
+    @_abc_1.abstractmethod
+    def GetKellyStatus(
+        self,
+        request: _monitoring_pb2.GetKellyStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitoring_pb2.GetKellyStatusResponse, _abc.Awaitable[_monitoring_pb2.GetKellyStatusResponse]]:
+        """The deployed Kelly component and how it sized the newest predictions."""
+
+    @_abc_1.abstractmethod
+    def GetPerformance(
+        self,
+        request: _monitoring_pb2.GetPerformanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitoring_pb2.GetPerformanceResponse, _abc.Awaitable[_monitoring_pb2.GetPerformanceResponse]]:
+        """Hit rates by model agreement, and the Kelly-sized equity curve of one symbol with its drawdown
+        beside buy-and-hold over the same bars.
+        """
 
 def add_MonitoringServiceServicer_to_server(servicer: MonitoringServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -442,3 +442,207 @@ class RollbackResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RollbackResponse: _TypeAlias = RollbackResponse  # noqa: Y015
+
+@_typing.final
+class GetModelDetailsRequest(_message.Message):
+    """Asks for model details."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    INCLUDE_RETIRED_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    kind: _common_pb2.ModelKind.ValueType
+    """Only this kind; all if unset."""
+    include_retired: _builtins.bool
+    """Include retired versions (their files are pruned)."""
+    limit: _builtins.int
+    """At most this many versions, newest first; 50 if 0, at most 1000."""
+    def __init__(
+        self,
+        *,
+        kind: _common_pb2.ModelKind.ValueType = ...,
+        include_retired: _builtins.bool = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_retired", b"include_retired", "kind", b"kind", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelDetailsRequest: _TypeAlias = GetModelDetailsRequest  # noqa: Y015
+
+@_typing.final
+class DataSpan(_message.Message):
+    """A span of market data a version was fitted or scored on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"train", "validation", "test" (a retrained version's held-out span) or "fitted on"."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """First bar."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """Last bar."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "name", b"name", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataSpan: _TypeAlias = DataSpan  # noqa: Y015
+
+@_typing.final
+class MetricComparison(_message.Message):
+    """One recorded metric of a version beside a baseline's value on the same span."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPAN_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    BASELINE_FIELD_NUMBER: _builtins.int
+    BASELINE_VALUE_FIELD_NUMBER: _builtins.int
+    span: _builtins.str
+    """"val" or "test"."""
+    metric: _builtins.str
+    """"accuracy", "log_loss" or "brier"."""
+    value: _builtins.float
+    """The version's value."""
+    baseline: _builtins.str
+    """The baseline: "coin flip" (p = 0.5 always), or for the Kelly component "uncalibrated fused"."""
+    baseline_value: _builtins.float
+    """The baseline's value."""
+    def __init__(
+        self,
+        *,
+        span: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        value: _builtins.float = ...,
+        baseline: _builtins.str = ...,
+        baseline_value: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "baseline_value", b"baseline_value", "metric", b"metric", "span", b"span", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MetricComparison: _TypeAlias = MetricComparison  # noqa: Y015
+
+@_typing.final
+class TrainingSetting(_message.Message):
+    """One training setting from a manifest, flattened ("settings.hidden" = "32")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Dotted name."""
+    value: _builtins.str
+    """The value as text."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainingSetting: _TypeAlias = TrainingSetting  # noqa: Y015
+
+@_typing.final
+class ModelDetails(_message.Message):
+    """A version and what its manifest records."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    SPANS_FIELD_NUMBER: _builtins.int
+    COMPARISONS_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The retraining job that trained it; empty for `minhos-train`."""
+    @_builtins.property
+    def version(self) -> _common_pb2.ModelVersion:
+        """The version (stage, when trained and deployed, every metric, feature spec)."""
+
+    @_builtins.property
+    def spans(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataSpan]:
+        """The data spans recorded for it, oldest first."""
+
+    @_builtins.property
+    def comparisons(self) -> _containers.RepeatedCompositeFieldContainer[Global___MetricComparison]:
+        """Validation and test metrics beside the baselines."""
+
+    @_builtins.property
+    def settings(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrainingSetting]:
+        """Training settings (seed, hyper-parameters, epochs run, calibrator method, ...)."""
+
+    def __init__(
+        self,
+        *,
+        version: _common_pb2.ModelVersion | None = ...,
+        spans: _abc.Iterable[Global___DataSpan] | None = ...,
+        comparisons: _abc.Iterable[Global___MetricComparison] | None = ...,
+        settings: _abc.Iterable[Global___TrainingSetting] | None = ...,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comparisons", b"comparisons", "job_id", b"job_id", "settings", b"settings", "spans", b"spans", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelDetails: _TypeAlias = ModelDetails  # noqa: Y015
+
+@_typing.final
+class GetModelDetailsResponse(_message.Message):
+    """Model details, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    ACTIVE_JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelDetails]:
+        """The versions."""
+
+    @_builtins.property
+    def active_jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]:
+        """Jobs queued, running or validating, newest first: their kinds are "training now"."""
+
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___ModelDetails] | None = ...,
+        active_jobs: _abc.Iterable[Global___Job] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs", b"active_jobs", "models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelDetailsResponse: _TypeAlias = GetModelDetailsResponse  # noqa: Y015

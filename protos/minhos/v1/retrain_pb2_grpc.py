@@ -60,6 +60,11 @@ class RetrainServiceStub(object):
                 request_serializer=minhos_dot_v1_dot_retrain__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=minhos_dot_v1_dot_retrain__pb2.RollbackResponse.FromString,
                 _registered_method=True)
+        self.GetModelDetails = channel.unary_unary(
+                '/minhos.v1.RetrainService/GetModelDetails',
+                request_serializer=minhos_dot_v1_dot_retrain__pb2.GetModelDetailsRequest.SerializeToString,
+                response_deserializer=minhos_dot_v1_dot_retrain__pb2.GetModelDetailsResponse.FromString,
+                _registered_method=True)
 
 
 class RetrainServiceServicer(object):
@@ -101,6 +106,14 @@ class RetrainServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModelDetails(self, request, context):
+        """Registered versions with what their manifests say (data spans, metrics beside baselines,
+        training settings), and the jobs training a kind now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrainServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +141,11 @@ def add_RetrainServiceServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=minhos_dot_v1_dot_retrain__pb2.RollbackRequest.FromString,
                     response_serializer=minhos_dot_v1_dot_retrain__pb2.RollbackResponse.SerializeToString,
+            ),
+            'GetModelDetails': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelDetails,
+                    request_deserializer=minhos_dot_v1_dot_retrain__pb2.GetModelDetailsRequest.FromString,
+                    response_serializer=minhos_dot_v1_dot_retrain__pb2.GetModelDetailsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +284,33 @@ class RetrainService(object):
             '/minhos.v1.RetrainService/Rollback',
             minhos_dot_v1_dot_retrain__pb2.RollbackRequest.SerializeToString,
             minhos_dot_v1_dot_retrain__pb2.RollbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelDetails(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/minhos.v1.RetrainService/GetModelDetails',
+            minhos_dot_v1_dot_retrain__pb2.GetModelDetailsRequest.SerializeToString,
+            minhos_dot_v1_dot_retrain__pb2.GetModelDetailsResponse.FromString,
             options,
             channel_credentials,
             insecure,

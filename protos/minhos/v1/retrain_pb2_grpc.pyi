@@ -43,6 +43,10 @@ class RetrainServiceStub:
     """Registered model versions, newest first."""
     Rollback: _grpc.UnaryUnaryMultiCallable[_retrain_pb2.RollbackRequest, _retrain_pb2.RollbackResponse]
     """Deploys the previous (or a named) version of a kind in place of the current one."""
+    GetModelDetails: _grpc.UnaryUnaryMultiCallable[_retrain_pb2.GetModelDetailsRequest, _retrain_pb2.GetModelDetailsResponse]
+    """Registered versions with what their manifests say (data spans, metrics beside baselines,
+    training settings), and the jobs training a kind now.
+    """
 
 @_typing.type_check_only
 class RetrainServiceAsyncStub(RetrainServiceStub):
@@ -59,6 +63,10 @@ class RetrainServiceAsyncStub(RetrainServiceStub):
     """Registered model versions, newest first."""
     Rollback: _aio.UnaryUnaryMultiCallable[_retrain_pb2.RollbackRequest, _retrain_pb2.RollbackResponse]  # type: ignore[assignment]
     """Deploys the previous (or a named) version of a kind in place of the current one."""
+    GetModelDetails: _aio.UnaryUnaryMultiCallable[_retrain_pb2.GetModelDetailsRequest, _retrain_pb2.GetModelDetailsResponse]  # type: ignore[assignment]
+    """Registered versions with what their manifests say (data spans, metrics beside baselines,
+    training settings), and the jobs training a kind now.
+    """
 
 class RetrainServiceServicer(metaclass=_abc_1.ABCMeta):
     """Triggers and follows retraining jobs and manages model versions."""
@@ -102,5 +110,15 @@ class RetrainServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_retrain_pb2.RollbackResponse, _abc.Awaitable[_retrain_pb2.RollbackResponse]]:
         """Deploys the previous (or a named) version of a kind in place of the current one."""
+
+    @_abc_1.abstractmethod
+    def GetModelDetails(
+        self,
+        request: _retrain_pb2.GetModelDetailsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retrain_pb2.GetModelDetailsResponse, _abc.Awaitable[_retrain_pb2.GetModelDetailsResponse]]:
+        """Registered versions with what their manifests say (data spans, metrics beside baselines,
+        training settings), and the jobs training a kind now.
+        """
 
 def add_RetrainServiceServicer_to_server(servicer: RetrainServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

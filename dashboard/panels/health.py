@@ -1,0 +1,126 @@
+"""Health: the overall score as a gauge beside every component's sub-scores, the headline metrics
+of the last N predictions, and the components table."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import plotly.graph_objects as go
+from dash import html
+from plotly.subplots import make_subplots
+
+from dashboard.formatting import enum_name, number, percent
+from dashboard.panels import colors
+from dashboard.widgets import card, cards, figure_layout, table
+from minhos.v1 import common_pb2, monitoring_pb2
+
+SUBSCORE_ORDER = ("accuracy", "confidence", "agreement", "error_rate")
+
+
+def _bands(reply: monitoring_pb2.GetHealthResponse) -> tuple[float, float]:
+    # Servers older than the thresholds' fields send 0: fall back to the documented defaults.
+    return (reply.warn_health_score or 60.0, reply.critical_health_score or 30.0)
+
+
+def status_name(value: int) -> str:
+    return enum_name(monitoring_pb2.HealthStatus, value, "HEALTH_STATUS_")
+
+
+def component_name(value: int) -> str:
+    return enum_name(common_pb2.Component, value, "COMPONENT_")
+
+
+def gauge_figure(reply: monitoring_pb2.GetHealthResponse) -> go.Figure:
+    warn, critical = _bands(reply)
+    status = status_name(reply.status)
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        specs=[[{"type": "indicator"}, {"type": "xy"}]],
+        column_widths=[0.42, 0.58],
+        horizontal_spacing=0.12,
+    )
+    fig.add_trace(
+        go.Indicator(
+            mode="gauge+number",
+            value=reply.health_score if not math.isnan(reply.health_score) else 0.0,
+            number={"suffix": " / 100", "valueformat": ".0f"},
+            title={"text": f"health: <b>{status}</b>", "font": {"size": 14}},
+            gauge={
+                "axis": {"range": [0, 100], "tickvals": [0, critical, warn, 100]},
+                "bar": {"color": colors.STATUS.get(status, colors.STATUS["unknown"])},
+                "steps": [
+                    {"range": [0, critical], "color": colors.BAND["unhealthy"]},
+                    {"range": [critical, warn], "color": colors.BAND["degraded"]},
+                    {"range": [warn, 100], "color": colors.BAND["healthy"]},
+                ],
+            },
+        ),
+        row=1,
+        col=1,
+    )
+    labels: list[str] = []
+    values: list[float] = []
+    for c in reply.components:
+        name = component_name(c.component)
+        labels.append(f"<b>{name}</b>")
+        values.append(c.score)
+        for sub in SUBSCORE_ORDER:
+            if sub in c.subscores:
+                labels.append(f"{name} · {sub.replace('_', ' ')}")
+                values.append(c.subscores[sub])
+    fig.add_trace(
+        go.Bar(
+            x=values,
+            y=labels,
+            orientation="h",
+            marker={"color": [colors.for_score(v, warn, critical) for v in values]},
+            text=[number(v, 0) for v in values],
+            textposition="auto",
+            hovertemplate="%{y}: %{x:.1f}<extra></extra>",
+            showlegend=False,
+        ),
+        row=1,
+        col=2,
+    )
+    fig.update_xaxes(range=[0, 100], row=1, col=2, title_text="score (component, then sub-scores)")
+    fig.update_yaxes(autorange="reversed", row=1, col=2, tickfont={"size": 11})
+    for level in (critical, warn):
+        fig.add_vline(x=level, line={"dash": "dot", "color": "#999"}, row=1, col=2)
+    return figure_layout(fig, "Health score and sub-scores", height=max(300, 22 * len(labels) + 80))
+
+
+def headline_cards(reply: monitoring_pb2.GetHealthResponse) -> html.Div:
+    # The last-N window: on daily bars the 24 h window holds a single prediction.
+    m = reply.last_n_metrics
+    return cards(
+        [
+            card("health score", f"{reply.health_score:.0f} / 100", "health-score"),
+            card("status", status_name(reply.status), "health-status"),
+            card("predictions (last N)", str(m.predictions), "last-n-predictions"),
+            card("accuracy", number(m.accuracy), note=f"{m.resolved} resolved"),
+            card("mean confidence", number(m.mean_confidence)),
+            card("models on the same side", percent(m.agreement_rate)),
+            card("error rate", percent(m.error_rate, 2)),
+            card(
+                "latency p50 / p99",
+                f"{number(m.latency_p50_ms, 2)} / {number(m.latency_p99_ms, 2)} ms",
+            ),
+        ]
+    )
+
+
+def components_table(reply: monitoring_pb2.GetHealthResponse) -> html.Div:
+    rows: list[list[Any]] = []
+    for c in reply.components:
+        status = status_name(c.status)
+        rows.append(
+            [
+                component_name(c.component),
+                number(c.score, 1),
+                html.Span(status, className=f"status-{status}"),
+                c.detail,
+            ]
+        )
+    return table("components-table", ("component", "score", "status", "detail"), rows)
