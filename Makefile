@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTO_SRC := $(wildcard protos/minhos/v1/*.proto protos/minhos/oip/v2/*.proto)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: study setup browser protos protos-check train evaluate serve replay dashboard demo test test-fast lint bench clean
+.PHONY: study setup browser protos protos-check train evaluate serve replay dashboard demo screenshot test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,10 @@ dashboard: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m clients.demo
+
+# docs/dashboard.png, shown in the README: the demo's replay, then the dashboard in Chromium.
+screenshot: $(STAMP) browser
+	$(PY) -m clients.demo --screenshot docs/dashboard.png
 
 # The dashboard tests drive Debian's Chromium (a browser download from a test tool is not possible
 # here); installed once if missing.

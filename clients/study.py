@@ -72,16 +72,8 @@ def replay_alerts(test_start: str, every: int) -> Counter[tuple[str, str]]:
     from clients.client import MinhosClient
     from clients.replay import replay
     from server.app import MinhosServer
-    from server.core.records import RANK_SEVERITY
-    from server.storage.schema import (
-        AlertRow,
-        BarRow,
-        MetricRow,
-        OutcomeRow,
-        PredictionRow,
-        RequestRow,
-        close_database,
-    )
+    from server.storage import queries
+    from server.storage.schema import close_database, delete_served_rows
 
     config = load_config()
     source = config.storage.database_url.removeprefix("sqlite:///")
@@ -100,8 +92,7 @@ def replay_alerts(test_start: str, every: int) -> Counter[tuple[str, str]]:
         # Only the registry is wanted from the copy: predictions, outcomes and alerts of earlier
         # runs (a demo, a bench) would be read as part of this replay.
         open_database(study.storage.database_url)
-        for table in (OutcomeRow, PredictionRow, RequestRow, AlertRow, MetricRow, BarRow):
-            table.delete().execute()
+        delete_served_rows()
         close_database()
         server = MinhosServer(study).start()
         try:
@@ -112,15 +103,10 @@ def replay_alerts(test_start: str, every: int) -> Counter[tuple[str, str]]:
                     client, data.symbol, data.times, data.ohlcv, start_index=start, progress=False
                 )
             server.writer.flush()
-            times = [
-                r.bar_time
-                for r in PredictionRow.select(PredictionRow.bar_time).order_by(
-                    PredictionRow.bar_time
-                )
-            ]
+            times = queries.prediction_bar_times()
             for now in times[every::every]:
                 server.monitor.evaluate(now=now)
-            return Counter((row.kind, RANK_SEVERITY[row.severity]) for row in AlertRow.select())
+            return Counter(queries.alert_counts())
         finally:
             server.stop(grace=1)
 

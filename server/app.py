@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from minhos.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from minhos.v1 import (
     calibration_pb2,
     calibration_pb2_grpc,
@@ -36,6 +37,8 @@ from server.serving.models import ModelHolder, ModelSet
 from server.storage.registry import ModelRepository
 from server.storage.schema import close_database, open_database, utcnow
 from server.storage.writer import BatchWriter
+from server.transport.oip import SERVICE_NAME as OIP_SERVICE
+from server.transport.oip import OpenInferenceServicer
 from server.transport.servicers import (
     CalibrationServicer,
     InferenceServicer,
@@ -52,6 +55,7 @@ SERVICES = [
     monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"].full_name,
     calibration_pb2.DESCRIPTOR.services_by_name["CalibrationService"].full_name,
     retrain_pb2.DESCRIPTOR.services_by_name["RetrainService"].full_name,
+    OIP_SERVICE,
 ]
 #: Reachable without a token: probes and discovery must work before credentials are set up.
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -91,9 +95,12 @@ class TokenInterceptor(Interceptor):
         metadata = dict(handler_call_details.invocation_metadata or ())
         given = metadata.get("authorization", "")
         given_bytes = given.encode() if isinstance(given, str) else given
-        if hmac.compare_digest(given_bytes, self._expected):
-            return continuation(handler_call_details)
-        return self._deny_stream if method.endswith("Stream") else self._deny
+        handler = continuation(handler_call_details)
+        if handler is None or hmac.compare_digest(given_bytes, self._expected):
+            return handler
+        # A denial of the method's own kind: a unary one on a stream (ModelStreamInfer's name does
+        # not end in "Stream") would first wait for the client's first message.
+        return self._deny_stream if handler.request_streaming else self._deny
 
 
 class MinhosServer:
@@ -158,10 +165,15 @@ class MinhosServer:
         calibration_pb2_grpc.add_CalibrationServiceServicer_to_server(
             CalibrationServicer(plane, telemetry, self.monitor), self.server
         )
-        if self.retraining is not None:
-            retrain_pb2_grpc.add_RetrainServiceServicer_to_server(
-                RetrainServicer(plane, telemetry, self.retraining), self.server
-            )
+        # Every replica answers RetrainService: reads from the shared database, triggers queued
+        # there for the coordinator.
+        retrain_pb2_grpc.add_RetrainServiceServicer_to_server(
+            RetrainServicer(plane, telemetry, self.retraining), self.server
+        )
+        # The Open Inference Protocol (KServe V2) over the same data plane, for Triton clients.
+        oip_grpc.add_GRPCInferenceServiceServicer_to_server(
+            OpenInferenceServicer(plane, telemetry), self.server
+        )
 
     def _swapped(self, models: ModelSet) -> None:
         self.telemetry.set_versions(models.versions)

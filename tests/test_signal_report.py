@@ -230,7 +230,9 @@ def test_training_prints_the_signal_tables(trained: Trained) -> None:
     assert 0.4 < metrics["train_up_rate"] < 0.6 and metrics["train_long_payoff_ratio"] > 0
 
 
-def test_evaluation_of_the_deployed_set_matches_training(trained: Trained, sp500: MarketData) -> None:
+def test_evaluation_of_the_deployed_set_matches_training(
+    trained: Trained, sp500: MarketData
+) -> None:
     """Run through the registry on the training series' own test span, the evaluation reproduces
     the training report's scores; on another series it prints every table."""
     config = trained.config()
@@ -262,7 +264,9 @@ def test_retraining_gate_reports_the_signal(trained: Trained, sp500: MarketData)
     expected = retrain_worker.version_probabilities(
         repository, "ensemble", version, holdout, config
     )
-    result = retrain_worker.gate(repository, "ensemble", version, version, holdout, expected, config)
+    result = retrain_worker.gate(
+        repository, "ensemble", version, version, holdout, expected, config
+    )
     rows = {str(r["name"]): r for r in result.metrics}
     for name in retrain_worker.SIGNAL_ROWS:
         assert rows[name]["champion"] == rows[name]["challenger"]
@@ -313,7 +317,7 @@ def test_signal_reports_cover_every_strategy() -> None:
         rng.integers(0, 2, n).astype(float),
         rng.normal(0, 0.01, n),
         t,
-        t + np.timedelta64(1, "D"),
+        (np.arange(n) + 1).astype("datetime64[D]").astype("datetime64[s]"),
     )
     from export.evaluation import Baseline
 

@@ -87,7 +87,16 @@ def gauge_figure(reply: monitoring_pb2.GetHealthResponse) -> go.Figure:
     fig.update_xaxes(range=[0, 100], row=1, col=2, title_text="score (component, then sub-scores)")
     fig.update_yaxes(autorange="reversed", row=1, col=2, tickfont={"size": 11})
     for level in (critical, warn):
-        fig.add_vline(x=level, line={"dash": "dot", "color": "#999"}, row=1, col=2)
+        fig.add_shape(
+            type="line",
+            x0=level,
+            x1=level,
+            y0=0,
+            y1=1,
+            xref="x",
+            yref="y domain",
+            line={"dash": "dot", "color": "#999"},
+        )
     return figure_layout(fig, "Health score and sub-scores", height=max(300, 22 * len(labels) + 80))
 
 

@@ -75,6 +75,11 @@ class Miscalibration:
     evidence: str
 
 
+#: Reliability bins a caller may ask for (calibration.proto, GetCalibrationRequest.bins).
+MIN_BINS = 2
+MAX_BINS = 50
+
+
 @dataclass(frozen=True)
 class CalibrationSettings:
     """Thresholds of the judgement (mirrors the calibration fields of MonitoringConfig)."""

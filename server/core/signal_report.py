@@ -186,7 +186,7 @@ def lookahead_suspected(
     now, late = ic_decay(signal, next_return, 1)
     n = int(np.size(signal))
     t_now = correlation_t(now, n)
-    if not (math.isfinite(t_now) and abs(t_now) > max_plausible_t):
+    if not abs(t_now) > max_plausible_t:  # NaN: no evidence; inf: a perfect correlation
         return False
     return not (math.isfinite(late) and abs(late) > 0.25 * abs(now))
 

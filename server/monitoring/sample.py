@@ -18,9 +18,11 @@ FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 #: Components scored on their own hits: the two models and the fused prediction.
 MODEL_COMPONENTS = ("lstm", "ensemble", "fusion")
-#: gRPC codes that count as failed requests: the server's fault, not the caller's.
+#: gRPC codes that count as failed requests: the server's fault, not the caller's. Not
+#: RESOURCE_EXHAUSTED: this server sends it only for a caller's excess (a message over
+#: max_message_bytes, a stream over stream_max_symbols); it sets no concurrency cap of its own.
 SERVER_ERROR_CODES = frozenset(
-    {"UNKNOWN", "INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED", "DATA_LOSS", "RESOURCE_EXHAUSTED"}
+    {"UNKNOWN", "INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED", "DATA_LOSS"}
 )
 
 

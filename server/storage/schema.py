@@ -154,6 +154,13 @@ TABLES: list[type[BaseModel]] = [
 ]
 
 
+def delete_served_rows() -> None:
+    """Empties every table but the registry's: what a study or a fresh demo starts from."""
+    with database.atomic():
+        for table in (OutcomeRow, PredictionRow, RequestRow, AlertRow, MetricRow, BarRow, JobRow):
+            table.delete().execute()
+
+
 def write_transaction() -> Any:
     """A transaction that takes the write lock up front. A SQLite transaction that reads first and
     writes later fails at once ("database is locked", no busy wait) if another connection - the

@@ -4,6 +4,11 @@ Requests enqueue rows and return; one writer thread inserts them in a transactio
 ``batch_interval_s`` or once ``batch_max_rows`` are waiting. A clean shutdown (:meth:`close`, called on
 SIGTERM) drains the queue. A kill -9 loses what was queued since the last flush: at most one
 interval's worth of rows (0.2 s by default).
+
+A failed write is retried as a batch when the failure is the database's (locked, connection lost);
+when it is a row's (a constraint or a value the database refuses), the batch is split until the rows
+at fault are found, and those are set aside (logged with the reason and counted) so that the rest,
+and everything queued after them, is still written.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import logging
 import queue
 import threading
 import time
-from collections import defaultdict
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from server.storage.schema import (
@@ -31,6 +38,12 @@ log = logging.getLogger("minhos.persistence")
 #: Rows kept for a retry while the database is unreachable; beyond this the oldest are dropped
 #: (and counted) rather than growing without bound.
 MAX_BACKLOG = 200_000
+#: Rows set aside that stay inspectable in :attr:`BatchWriter.set_aside` (each is also logged).
+MAX_SET_ASIDE = 1000
+#: DB-API exception classes (matched by name along the class hierarchy, as peewee does, so that
+#: sqlite3's and psycopg2's both match) that are the database's state, not the rows': retrying
+#: the same rows later can succeed.
+TRANSIENT_ERRORS = frozenset({"OperationalError", "InterfaceError", "InternalError"})
 
 
 #: Columns of the rows producers queue, in the order of their tuples.
@@ -59,6 +72,22 @@ REQUEST_COLUMNS = ("method", "code", "latency_ms", "created_at", "market_time", 
 Item = tuple[type[BaseModel], tuple[str, ...], list[tuple[Any, ...]]]
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """A row the database refused for itself (not for its state): never retried."""
+
+    table: str
+    columns: tuple[str, ...]
+    row: tuple[Any, ...]
+    reason: str
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a failure of the database (locked, unreachable, connection lost), after which the
+    same rows may be written; False for one of the rows (constraint, type, value)."""
+    return any(cls.__name__ in TRANSIENT_ERRORS for cls in type(exc).__mro__)
+
+
 class BatchWriter:
     """Rows arrive as tuples of values the database driver binds as they are (str, int, float,
     bool, naive datetime, None): producers build them once, and the writer thread does no
@@ -76,6 +105,10 @@ class BatchWriter:
         self._enqueued = 0
         self._count_lock = threading.Lock()  # put() runs on many request threads
         self.dropped = 0
+        #: Rows the database refused (constraint or value errors), set aside and not retried.
+        self.rejected = 0
+        #: The latest of them, with the reason (each is also logged).
+        self.set_aside: deque[SetAside] = deque(maxlen=MAX_SET_ASIDE)
         self.last_error = ""
         self._thread = threading.Thread(target=self._run, name="minhos-writer", daemon=True)
         self._closed = False
@@ -111,7 +144,7 @@ class BatchWriter:
     @property
     def depth(self) -> int:
         """Rows waiting to be written."""
-        return self._enqueued - self._written - self.dropped
+        return self._enqueued - self._done
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Blocks until everything enqueued before the call is written (tests, RecordOutcome)."""
@@ -121,12 +154,17 @@ class BatchWriter:
         deadline = time.monotonic() + timeout
         self._wake.set()  # now, not at the end of the interval
         with self._flushed:
-            while self._written + self.dropped < target:
+            while self._done < target:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._flushed.wait(left)
         return True
+
+    @property
+    def _done(self) -> int:
+        """Rows the writer is finished with: written, dropped or set aside."""
+        return self._written + self.dropped + self.rejected
 
     def close(self, timeout: float = 10.0) -> None:
         if not self.enabled or self._closed:
@@ -153,42 +191,124 @@ class BatchWriter:
                 self._write(batch)
             if closing:
                 break
+        if self._backlog:  # closing while the database is failing: say what is lost
+            lost = sum(len(rows) for _, _, rows in self._backlog)
+            log.error("writer closed with rows unwritten", extra={"rows": lost})
+            with self._flushed:
+                self.dropped += lost
+                self._flushed.notify_all()
         database.close()
 
     def _write(self, batch: list[Item]) -> None:
-        groups: dict[tuple[type[BaseModel], tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(
-            list
-        )
-        for table, columns, rows in batch:
-            groups[table, columns].extend(rows)
-        count = sum(len(rows) for rows in groups.values())
+        groups = _grouped(batch)
         try:
-            database.connect(reuse_if_open=True)
-            with database.atomic():
-                cursor = database.cursor()
-                # Insertion order matters for foreign keys: predictions before their outcomes.
-                for table, columns in sorted(groups, key=lambda key: _ORDER[key[0]]):
-                    cursor.executemany(
-                        _insert_sql(table, columns, database.param), groups[table, columns]
-                    )
+            self._insert(groups)
         except Exception as exc:
-            self.last_error = str(exc)
-            log.error("batched write failed; will retry", extra={"rows": count, "error": str(exc)})
-            keep: list[Item] = []
-            kept = 0
-            for item in reversed(batch):  # the newest rows, up to MAX_BACKLOG
-                if kept + len(item[2]) > MAX_BACKLOG:
-                    break
-                keep.append(item)
-                kept += len(item[2])
-            self.dropped += count - kept
-            self._backlog = keep[::-1]
-            time.sleep(min(1.0, self.interval_s * 5))
+            if is_transient(exc):
+                self._keep_for_retry(groups, exc)
+            else:
+                self._write_apart(groups)
             return
         self.last_error = ""
+        self._count_written(sum(len(rows) for _, _, rows in groups))
+
+    def _insert(self, groups: Sequence[Item]) -> None:
+        """One transaction; inserting a row already present is a no-op, so a retry of rows that
+        were written before is harmless."""
+        database.connect(reuse_if_open=True)
+        with database.atomic():
+            cursor = database.cursor()
+            for table, columns, rows in groups:
+                cursor.executemany(_insert_sql(table, columns, database.param), rows)
+
+    def _write_apart(self, groups: Sequence[Item]) -> None:
+        """A row was refused: writes the batch in halves, in order, until each refused row is
+        alone, and sets those aside. A few refused rows among n cost about 2 log2(n) transactions
+        each. If the database itself fails meanwhile, what is not yet written waits for a retry."""
+        pending = list(groups)
+        written = 0
+        while pending:
+            table, columns, rows = pending[0]
+            try:
+                self._insert(pending[:1])
+            except Exception as exc:
+                if is_transient(exc):
+                    self._count_written(written)
+                    self._keep_for_retry(pending, exc)
+                    return
+                if len(rows) == 1:
+                    self._reject(table, columns, rows[0], exc)
+                    pending.pop(0)
+                else:
+                    half = len(rows) // 2
+                    pending[:1] = [(table, columns, rows[:half]), (table, columns, rows[half:])]
+                continue
+            written += len(rows)
+            pending.pop(0)
+        self._count_written(written)
+
+    def _reject(
+        self, table: type[BaseModel], columns: tuple[str, ...], row: tuple[Any, ...], exc: Exception
+    ) -> None:
+        name = table._meta.table_name
+        reason = f"{type(exc).__name__}: {exc}"
+        self.set_aside.append(SetAside(name, columns, row, reason))
+        log.error(
+            "row refused by the database; set aside, not retried",
+            extra={"table": name, "row": dict(zip(columns, row, strict=False)), "error": reason},
+        )
+        with self._flushed:
+            self.rejected += 1
+            self._flushed.notify_all()
+
+    def _keep_for_retry(self, groups: Sequence[Item], exc: Exception) -> None:
+        """The database failed: keeps up to MAX_BACKLOG rows for the next attempt, the newest of
+        each table, tables in schema order (predictions and outcomes before request rows)."""
+        count = sum(len(rows) for _, _, rows in groups)
+        self.last_error = str(exc)
+        log.error("batched write failed; will retry", extra={"rows": count, "error": str(exc)})
+        _reconnect_if_broken()
+        keep: list[Item] = []
+        kept = 0
+        for table, columns, rows in groups:
+            take = rows[max(0, len(rows) - (MAX_BACKLOG - kept)) :]
+            if take:
+                keep.append((table, columns, take))
+                kept += len(take)
+        with self._flushed:
+            self.dropped += count - kept
+            self._flushed.notify_all()
+        self._backlog = keep
+        time.sleep(min(1.0, self.interval_s * 5))
+
+    def _count_written(self, count: int) -> None:
         with self._flushed:
             self._written += count
             self._flushed.notify_all()
+
+
+def _grouped(batch: Sequence[Item]) -> list[Item]:
+    """The batch's rows merged per table and column list, in the schema's table order (for foreign
+    keys: predictions before their outcomes)."""
+    groups: dict[tuple[type[BaseModel], tuple[str, ...]], list[tuple[Any, ...]]] = {}
+    for table, columns, rows in batch:
+        groups.setdefault((table, columns), []).extend(rows)
+    ordered = sorted(groups, key=lambda key: _ORDER[key[0]])
+    return [(table, columns, groups[table, columns]) for table, columns in ordered]
+
+
+def _reconnect_if_broken() -> None:
+    """Drops this thread's connection when the driver says it is unusable (a PostgreSQL server
+    restarted): reusing it would fail every retry even after the database is back."""
+    try:
+        if database.is_closed() or database.is_connection_usable():
+            return
+    except Exception:  # asking a dead connection can fail in any way
+        pass
+    try:
+        database.close()
+    except Exception:  # closing a dead one can fail too: forget it instead
+        database.dispose()
 
 
 @functools.cache

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from minhos.v1 import calibration_pb2, common_pb2, inference_pb2, monitoring_pb2, retrain_pb2
@@ -532,3 +535,44 @@ def model_details_out(v: ModelVersion, card: ModelCard) -> retrain_pb2.ModelDeta
         settings=[retrain_pb2.TrainingSetting(name=k, value=val) for k, val in card.settings],
         job_id=card.job_id,
     )
+
+
+# -- enum values from callers ---------------------------------------------------------------------
+
+_ENUM_FIELDS: dict[str, list[tuple[FieldDescriptor, bool]]] = {}
+
+
+def _enum_fields(descriptor: Descriptor) -> list[tuple[FieldDescriptor, bool]]:
+    """The message's fields that are enums (False) or messages holding enums somewhere (True),
+    computed once per message type: a request type without any (Predict's) costs one lookup."""
+    found = _ENUM_FIELDS.get(descriptor.full_name)
+    if found is None:
+        _ENUM_FIELDS[descriptor.full_name] = []  # a recursive type sees itself as enum-free
+        found = []
+        for f in descriptor.fields:
+            if f.enum_type is not None:
+                found.append((f, False))
+            elif f.message_type is not None and _enum_fields(f.message_type):
+                found.append((f, True))
+        _ENUM_FIELDS[descriptor.full_name] = found
+    return found
+
+
+def unknown_enum(message: Message, path: str = "") -> tuple[str, str] | None:
+    """(field, what the caller sent) of the first enum value this server does not know: proto3
+    keeps unknown numbers, which would otherwise reach the core as values it cannot map."""
+    for f, nested in _enum_fields(cast(Descriptor, message.DESCRIPTOR)):
+        repeated = bool(f.is_repeated)
+        values = list(getattr(message, f.name)) if repeated else [getattr(message, f.name)]
+        if not repeated and nested and not message.HasField(f.name):
+            continue
+        for i, value in enumerate(values):
+            name = f"{path}{f.name}" + (f"[{i}]" if repeated else "")
+            if nested:
+                found = unknown_enum(value, name + ".")
+                if found is not None:
+                    return found
+            elif value not in f.enum_type.values_by_number:
+                known = ", ".join(v.name for v in f.enum_type.values)
+                return name, f"{value} is not a {f.enum_type.name} value ({known})"
+    return None

@@ -27,7 +27,7 @@ from minhos.v1 import (
     retrain_pb2,
     retrain_pb2_grpc,
 )
-from server.core.calibration import Strategy
+from server.core.calibration import MAX_BINS, MIN_BINS, Strategy
 from server.core.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -42,7 +42,7 @@ from server.monitoring import performance as perf
 from server.monitoring.monitor import AlertNotFoundError, Monitor, Source
 from server.serving.dataplane import SERVER_VERSION, DataPlane
 from server.serving.stream import StreamSession
-from server.storage import queries
+from server.storage import jobs, queries
 from server.transport import convert
 from server.transport.pipeline import pipelined
 from server.transport.telemetry import Telemetry
@@ -127,6 +127,9 @@ def rpc(
         def handler(self: Base, request: Req, context: grpc.ServicerContext) -> Resp:
             began = time.perf_counter()
             try:
+                bad = convert.unknown_enum(request)  # type: ignore[arg-type]
+                if bad is not None:
+                    raise InvalidArgument(bad[1], field=bad[0])
                 response = fn(self, request, context)
             except Exception as exc:
                 self._abort(context, method, exc, began)
@@ -311,8 +314,10 @@ class CalibrationServicer(Base, calibration_pb2_grpc.CalibrationServiceServicer)
         self, request: calibration_pb2.GetCalibrationRequest, context: grpc.ServicerContext
     ) -> calibration_pb2.GetCalibrationResponse:
         bins = request.bins or 10
-        if not 2 <= bins <= 100:
-            raise InvalidArgument(f"{bins} bins; between 2 and 100 are allowed", field="bins")
+        if not MIN_BINS <= bins <= MAX_BINS:
+            raise InvalidArgument(
+                f"{bins} bins; between {MIN_BINS} and {MAX_BINS} are allowed", field="bins"
+            )
         window = _window(request.window, "window")
         strategy: Strategy = (
             "quantile" if request.binning == calibration_pb2.BINNING_EQUAL_MASS else "uniform"
@@ -342,7 +347,13 @@ def _kind(kind: int, field: str = "kind") -> str:
 
 
 class RetrainServicer(Base, retrain_pb2_grpc.RetrainServiceServicer):
-    def __init__(self, plane: DataPlane, telemetry: Telemetry, retraining: Retraining) -> None:
+    """Served by every replica: reads come from the shared database, a trigger is queued there for
+    the coordinator (the replica with retrain.enabled), and only a rollback needs the coordinator
+    itself. ``retraining`` is None on a replica without it."""
+
+    def __init__(
+        self, plane: DataPlane, telemetry: Telemetry, retraining: Retraining | None
+    ) -> None:
         super().__init__(plane, telemetry)
         self.retraining = retraining
 
@@ -350,9 +361,11 @@ class RetrainServicer(Base, retrain_pb2_grpc.RetrainServiceServicer):
     def TriggerRetrain(
         self, request: retrain_pb2.TriggerRetrainRequest, context: grpc.ServicerContext
     ) -> retrain_pb2.TriggerRetrainResponse:
-        job, merged = self.retraining.trigger(
-            _kind(request.kind), "manual", request.note, self.plane.market_now
-        )
+        kind, market_now = _kind(request.kind), self.plane.market_now
+        if self.retraining is not None:
+            job, merged = self.retraining.trigger(kind, "manual", request.note, market_now)
+        else:
+            job, merged = jobs.enqueue(kind, "manual", request.note, market_now, self.plane.clock())
         return retrain_pb2.TriggerRetrainResponse(job=convert.job_out(job), merged=merged)
 
     @rpc("GetJob")
@@ -361,7 +374,10 @@ class RetrainServicer(Base, retrain_pb2_grpc.RetrainServiceServicer):
     ) -> retrain_pb2.Job:
         if not request.job_id:
             raise InvalidArgument("must be set", field="job_id")
-        return convert.job_out(self.retraining.job(request.job_id))
+        job = queries.job(request.job_id)
+        if job is None:
+            raise NotFound(f"no job {request.job_id!r}", field="job_id")
+        return convert.job_out(job)
 
     @rpc("ListJobs")
     def ListJobs(
@@ -371,8 +387,8 @@ class RetrainServicer(Base, retrain_pb2_grpc.RetrainServiceServicer):
         state = convert.JOB_STATE_NAME.get(request.state) if request.state else None
         if request.limit > 1000:
             raise InvalidArgument(f"{request.limit} is above the maximum of 1000", field="limit")
-        jobs = self.retraining.jobs(kind, state, request.limit or 100)
-        return retrain_pb2.ListJobsResponse(jobs=[convert.job_out(j) for j in jobs])
+        found = queries.jobs(kind, state, request.limit or 100)
+        return retrain_pb2.ListJobsResponse(jobs=[convert.job_out(j) for j in found])
 
     @rpc("ListModelVersions")
     def ListModelVersions(
@@ -389,9 +405,14 @@ class RetrainServicer(Base, retrain_pb2_grpc.RetrainServiceServicer):
     def Rollback(
         self, request: retrain_pb2.RollbackRequest, context: grpc.ServicerContext
     ) -> retrain_pb2.RollbackResponse:
-        deployed, replaced = self.retraining.rollback(
-            _kind(request.kind), request.to_version, request.reason
-        )
+        kind = _kind(request.kind)
+        if self.retraining is None:
+            raise FailedPrecondition(
+                "rollbacks run on the retraining coordinator (the replica started with "
+                "retrain.enabled); this replica has it off: send the rollback there",
+                field="kind",
+            )
+        deployed, replaced = self.retraining.rollback(kind, request.to_version, request.reason)
         return retrain_pb2.RollbackResponse(
             deployed=convert.model_version_out(deployed),
             replaced=convert.model_version_out(replaced),
@@ -413,7 +434,7 @@ class RetrainServicer(Base, retrain_pb2_grpc.RetrainServiceServicer):
             and (request.include_retired or v.stage != "retired")
         ][:limit]
         active = [
-            job for state in ACTIVE_JOB_STATES for job in self.retraining.jobs(kind, state, 1000)
+            job for state in ACTIVE_JOB_STATES for job in queries.jobs(kind, state, 1000)
         ]
         active.sort(key=lambda job: job.queued_at, reverse=True)
         return retrain_pb2.GetModelDetailsResponse(

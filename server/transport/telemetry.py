@@ -8,9 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from server.storage.writer import BatchWriter
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -79,6 +84,10 @@ class Telemetry:
         self._versions = dict(versions)
         self.reloads.inc()
 
+    def watch_writer(self, writer: BatchWriter) -> None:
+        """Exports the writer's rows lost to the database, read at each scrape."""
+        self.registry.register(_WriterCollector(writer))
+
     def serve(self, host: str, port: int) -> int:
         """Starts the /metrics endpoint; returns the bound port (``port`` 0 picks a free one)."""
         self._http, _ = start_http_server(port, addr=host, registry=self.registry)
@@ -89,3 +98,20 @@ class Telemetry:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+class _WriterCollector(Collector):
+    def __init__(self, writer: BatchWriter) -> None:
+        self._writer = writer
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "minhos_writer_rejected_rows",
+            "Rows the database refused (constraint or value errors), set aside and not retried",
+            value=self._writer.rejected,
+        )
+        yield CounterMetricFamily(
+            "minhos_writer_dropped_rows",
+            "Rows dropped past the backlog bound while the database was failing",
+            value=self._writer.dropped,
+        )

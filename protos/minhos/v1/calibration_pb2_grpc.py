@@ -5,7 +5,7 @@ import warnings
 
 from minhos.v1 import calibration_pb2 as minhos_dot_v1_dot_calibration__pb2
 
-GRPC_GENERATED_VERSION = '1.78.2'
+GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class CalibrationServiceStub(object):
+class CalibrationServiceStub:
     """Reports how well stated confidence matches observed accuracy.
     """
 
@@ -42,7 +42,7 @@ class CalibrationServiceStub(object):
                 _registered_method=True)
 
 
-class CalibrationServiceServicer(object):
+class CalibrationServiceServicer:
     """Reports how well stated confidence matches observed accuracy.
     """
 
@@ -69,7 +69,7 @@ def add_CalibrationServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class CalibrationService(object):
+class CalibrationService:
     """Reports how well stated confidence matches observed accuracy.
     """
 

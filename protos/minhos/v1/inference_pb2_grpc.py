@@ -5,7 +5,7 @@ import warnings
 
 from minhos.v1 import inference_pb2 as minhos_dot_v1_dot_inference__pb2
 
-GRPC_GENERATED_VERSION = '1.78.2'
+GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class InferenceServiceStub(object):
+class InferenceServiceStub:
     """Serves fused, Kelly-sized direction predictions.
     """
 
@@ -62,7 +62,7 @@ class InferenceServiceStub(object):
                 _registered_method=True)
 
 
-class InferenceServiceServicer(object):
+class InferenceServiceServicer:
     """Serves fused, Kelly-sized direction predictions.
     """
 
@@ -139,7 +139,7 @@ def add_InferenceServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class InferenceService(object):
+class InferenceService:
     """Serves fused, Kelly-sized direction predictions.
     """
 

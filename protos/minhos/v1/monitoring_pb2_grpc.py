@@ -5,7 +5,7 @@ import warnings
 
 from minhos.v1 import monitoring_pb2 as minhos_dot_v1_dot_monitoring__pb2
 
-GRPC_GENERATED_VERSION = '1.78.2'
+GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class MonitoringServiceStub(object):
+class MonitoringServiceStub:
     """Reports health and manages alerts.
     """
 
@@ -67,7 +67,7 @@ class MonitoringServiceStub(object):
                 _registered_method=True)
 
 
-class MonitoringServiceServicer(object):
+class MonitoringServiceServicer:
     """Reports health and manages alerts.
     """
 
@@ -156,7 +156,7 @@ def add_MonitoringServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class MonitoringService(object):
+class MonitoringService:
     """Reports health and manages alerts.
     """
 

@@ -5,7 +5,7 @@ import warnings
 
 from minhos.v1 import retrain_pb2 as minhos_dot_v1_dot_retrain__pb2
 
-GRPC_GENERATED_VERSION = '1.78.2'
+GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class RetrainServiceStub(object):
+class RetrainServiceStub:
     """Triggers and follows retraining jobs and manages model versions.
     """
 
@@ -67,7 +67,7 @@ class RetrainServiceStub(object):
                 _registered_method=True)
 
 
-class RetrainServiceServicer(object):
+class RetrainServiceServicer:
     """Triggers and follows retraining jobs and manages model versions.
     """
 
@@ -155,7 +155,7 @@ def add_RetrainServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class RetrainService(object):
+class RetrainService:
     """Triggers and follows retraining jobs and manages model versions.
     """
 

@@ -5,7 +5,7 @@ import warnings
 
 from minhos.oip.v2 import open_inference_pb2 as minhos_dot_oip_dot_v2_dot_open__inference__pb2
 
-GRPC_GENERATED_VERSION = '1.78.2'
+GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class GRPCInferenceServiceStub(object):
+class GRPCInferenceServiceStub:
     """Liveness, readiness, metadata and inference over typed tensors.
     """
 
@@ -77,7 +77,7 @@ class GRPCInferenceServiceStub(object):
                 _registered_method=True)
 
 
-class GRPCInferenceServiceServicer(object):
+class GRPCInferenceServiceServicer:
     """Liveness, readiness, metadata and inference over typed tensors.
     """
 
@@ -190,7 +190,7 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class GRPCInferenceService(object):
+class GRPCInferenceService:
     """Liveness, readiness, metadata and inference over typed tensors.
     """
 

@@ -1,0 +1,134 @@
+"""Caller mistakes get INVALID_ARGUMENT naming the field (unknown enum values, out-of-range bins),
+do not count as server errors, and a replica without the retraining coordinator still answers
+RetrainService."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import datetime
+from pathlib import Path
+
+import grpc
+import pytest
+
+from clients.client import bars_from_arrays
+from export.data import MarketData
+from minhos.v1 import calibration_pb2, common_pb2, inference_pb2, monitoring_pb2, retrain_pb2
+from server.core.calibration import MAX_BINS, MIN_BINS
+from server.core.config import Config
+from server.monitoring.sample import SERVER_ERROR_CODES
+from server.storage import queries
+from tests.conftest import Trained
+from tests.server_harness import live_index, running
+
+PROTO = Path(__file__).resolve().parent.parent / "protos/minhos/v1/calibration.proto"
+
+
+def _config(trained: Trained, **retrain: object) -> Config:
+    config = trained.config()
+    return dataclasses.replace(config, retrain=dataclasses.replace(config.retrain, **retrain))
+
+
+def _status(call: object) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()  # type: ignore[operator]
+    return info.value
+
+
+def test_unknown_enum_values_are_invalid_arguments_naming_the_field(trained: Trained) -> None:
+    with running(_config(trained, enabled=False)) as (_, client):
+        stubs = client._stubs
+        cases = [
+            (
+                lambda: stubs.calibration.GetCalibration(
+                    calibration_pb2.GetCalibrationRequest(source=42)  # type: ignore[arg-type]
+                ),
+                "source",
+            ),
+            (
+                lambda: stubs.calibration.GetCalibration(
+                    calibration_pb2.GetCalibrationRequest(binning=7)  # type: ignore[arg-type]
+                ),
+                "binning",
+            ),
+            (
+                lambda: stubs.monitoring.ListAlerts(
+                    monitoring_pb2.ListAlertsRequest(min_severity=9)  # type: ignore[arg-type]
+                ),
+                "min_severity",
+            ),
+            (
+                lambda: stubs.retrain.ListJobs(
+                    retrain_pb2.ListJobsRequest(state=77)  # type: ignore[arg-type]
+                ),
+                "state",
+            ),
+            (
+                lambda: stubs.retrain.ListModelVersions(
+                    retrain_pb2.ListModelVersionsRequest(stage=77)  # type: ignore[arg-type]
+                ),
+                "stage",
+            ),
+        ]
+        for call, field in cases:
+            error = _status(call)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, error.details())
+            assert field in (error.details() or ""), error.details()
+
+
+def test_bin_limits_are_the_contracts(trained: Trained) -> None:
+    stated = re.search(r"reliability bins, (\d+)-(\d+)", PROTO.read_text())
+    assert stated is not None
+    assert (int(stated[1]), int(stated[2])) == (MIN_BINS, MAX_BINS)
+    with running(_config(trained, enabled=False)) as (_, client):
+        calibration = client._stubs.calibration
+        calibration.GetCalibration(calibration_pb2.GetCalibrationRequest(bins=MAX_BINS))
+        for bins in (MIN_BINS - 1, MAX_BINS + 1):
+            error = _status(
+                lambda b=bins: calibration.GetCalibration(
+                    calibration_pb2.GetCalibrationRequest(bins=b)
+                )
+            )
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "bins" in (error.details() or "")
+
+
+def test_a_callers_excess_is_not_a_server_error(trained: Trained, sp500: MarketData) -> None:
+    with running(_config(trained, enabled=False), stream_max_symbols=1) as (srv, client):
+        start = live_index(sp500)
+        (bar,) = bars_from_arrays(sp500.times[start : start + 1], sp500.ohlcv[start : start + 1])
+        requests = [inference_pb2.StreamRequest(symbol=s, bar=bar) for s in ("SPX", "NDX")]
+        error = _status(lambda: list(client._stubs.inference.PredictStream(iter(requests))))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        srv.writer.flush()
+        total, errors = queries.request_counts(
+            None, datetime(2100, 1, 1), sorted(SERVER_ERROR_CODES)
+        )
+        assert total >= 1 and errors == 0
+
+
+def test_a_replica_without_the_coordinator_answers_retrain_service(
+    trained: Trained,
+) -> None:
+    with running(_config(trained, enabled=False)) as (srv, client):
+        assert srv.retraining is None
+        stubs = client._stubs.retrain
+        versions = stubs.ListModelVersions(retrain_pb2.ListModelVersionsRequest()).versions
+        assert {v.kind for v in versions} == {
+            common_pb2.MODEL_KIND_LSTM,
+            common_pb2.MODEL_KIND_ENSEMBLE,
+            common_pb2.MODEL_KIND_KELLY,
+        }
+        queued = stubs.TriggerRetrain(
+            retrain_pb2.TriggerRetrainRequest(kind=common_pb2.MODEL_KIND_ENSEMBLE, note="replica")
+        ).job
+        assert queued.state == retrain_pb2.JOB_STATE_QUEUED
+        assert stubs.GetJob(retrain_pb2.GetJobRequest(job_id=queued.id)).id == queued.id
+        listed = stubs.ListJobs(retrain_pb2.ListJobsRequest()).jobs
+        assert [j.id for j in listed] == [queued.id]
+        error = _status(
+            lambda: stubs.Rollback(retrain_pb2.RollbackRequest(kind=common_pb2.MODEL_KIND_LSTM))
+        )
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "coordinator" in (error.details() or "")
