@@ -92,6 +92,8 @@ class Settings:
     database: str = ""
     #: Extra ``MINHOS_*`` settings for every server process (experiments, e.g. worker count).
     server_env: tuple[tuple[str, str], ...] = ()
+    #: Also measure the Open Inference Protocol's ModelInfer beside Predict (``make bench`` does).
+    oip: bool = False
 
 
 @dataclass
@@ -626,6 +628,139 @@ def concurrent_load(
     return totals
 
 
+# --- the Open Inference Protocol's ModelInfer beside Predict ---------------------------------------
+
+PREDICT_METHOD = "/minhos.v1.InferenceService/Predict"
+MODEL_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+#: ModelInfer on ``minhos`` may cost at most this many times Predict (p50 up, throughput down).
+OIP_TOLERANCE = 1.2
+
+
+def model_infer_request(request: inference_pb2.PredictRequest) -> bytes:
+    """ModelInfer on ``minhos`` for Predict's window, in the raw form tritonclient's
+    ``set_data_from_numpy`` sends: bars FP64 [1, n, 5], time_seconds INT64 [1, n], the symbol as
+    a request parameter."""
+    from minhos.oip.v2 import open_inference_pb2 as oip  # never together with tritonclient's
+
+    columns = request.columns
+    times = np.asarray(columns.time_seconds, dtype="<i8")
+    bars = np.column_stack(
+        [
+            np.asarray(getattr(columns, c), dtype="<f8")
+            for c in ("open", "high", "low", "close", "volume")
+        ]
+    )
+    out = oip.ModelInferRequest(model_name="minhos")
+    out.parameters["symbol"].string_param = request.symbol
+    out.inputs.add(name="bars", datatype="FP64", shape=[1, *bars.shape])
+    out.inputs.add(name="time_seconds", datatype="INT64", shape=[1, len(times)])
+    out.raw_input_contents.extend([bars.tobytes(), times.tobytes()])
+    return out.SerializeToString()
+
+
+def load_method(
+    target: str, method: str, request_bytes: bytes, clients: int, seconds: float
+) -> dict[str, object]:
+    """Runs in its own process, like :func:`load`, for any unary method: serialized bytes out, the
+    reply's bytes not parsed (the same client work for every method compared)."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[list[str]] = [[] for _ in range(clients)]
+    start = threading.Barrier(clients + 1)
+    stop = [time.perf_counter() + 3600]
+
+    def worker(i: int) -> None:
+        options = [*channel_options(), ("grpc.use_local_subchannel_pool", 1)]
+        with grpc.insecure_channel(target, options=options) as channel:
+            call = channel.unary_unary(method, None, None)
+            call(request_bytes, timeout=10)
+            start.wait()
+            while time.perf_counter() < stop[0]:
+                began = time.perf_counter()
+                try:
+                    call(request_bytes, timeout=10)
+                    latencies[i].append(time.perf_counter() - began)
+                except grpc.RpcError as exc:
+                    errors[i].append(exc.code().name)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    start.wait()
+    began = time.perf_counter()
+    stop[0] = began + seconds
+    for t in threads:
+        t.join()
+    return {
+        "latencies": [x for per in latencies for x in per],
+        "errors": [e for per in errors for e in per],
+        "seconds": time.perf_counter() - began,
+    }
+
+
+def oip_beside_predict(
+    target: str, request: inference_pb2.PredictRequest, settings: Settings, pids: Sequence[int]
+) -> Report:
+    """ModelInfer on ``minhos`` and Predict on the same window and server: single-client latency
+    in interleaved bursts, then ``settings.clients`` concurrent clients in alternating rounds."""
+    bodies = {"Predict": request.SerializeToString(), "ModelInfer": model_infer_request(request)}
+    methods = {"Predict": PREDICT_METHOD, "ModelInfer": MODEL_INFER_METHOD}
+
+    def caller(channel: grpc.Channel, name: str) -> Callable[[], object]:
+        call = channel.unary_unary(methods[name], None, None)
+        return lambda: call(bodies[name], timeout=10)
+
+    with grpc.insecure_channel(target, options=channel_options()) as channel:
+        settle(pids)
+        samples = time_interleaved(
+            {name: (caller(channel, name), 0.0) for name in methods},
+            settings.calls,
+            settings.warmup,
+        )
+    totals = {name: LoadTotals() for name in methods}
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        for round_ in range(settings.rounds):
+            for name in list(methods)[:: 1 if round_ % 2 == 0 else -1]:
+                settle(pids)
+                args = (
+                    target,
+                    methods[name],
+                    bodies[name],
+                    settings.clients,
+                    settings.load_seconds,
+                )
+                totals[name].add(pool.apply(load_method, args))
+    report = Report()
+    single = {name: latency_row(f"{name}, 1 client", samples[name]) for name in methods}
+    note = f"minhos model, raw tensors, {len(bodies['ModelInfer'])} B in; interleaved with Predict"
+    single["ModelInfer"].name, single["ModelInfer"].note = "OIP ModelInfer, 1 client", note
+    single["Predict"].name = "unary Predict, 1 client, beside ModelInfer"
+    loaded = {
+        "ModelInfer": totals["ModelInfer"].row("OIP ModelInfer", settings.clients),
+        "Predict": totals["Predict"].row("unary Predict, beside ModelInfer", settings.clients),
+    }
+    report.rows += [
+        single["ModelInfer"],
+        single["Predict"],
+        loaded["ModelInfer"],
+        loaded["Predict"],
+    ]
+    p50 = single["ModelInfer"].p50_us / single["Predict"].p50_us
+    rate = totals["ModelInfer"].throughput / totals["Predict"].throughput
+    report.ratios["ModelInfer / Predict p50, 1 client"] = p50
+    report.ratios[f"ModelInfer / Predict throughput, {settings.clients} clients"] = rate
+    errors = len(totals["ModelInfer"].errors) + len(totals["Predict"].errors)
+    report.checks.append(
+        Check(
+            f"ModelInfer within {OIP_TOLERANCE} x of Predict (p50, {settings.clients}-client throughput)",
+            p50 <= OIP_TOLERANCE and rate >= 1 / OIP_TOLERANCE and not errors,
+            f"p50 {single['ModelInfer'].p50_us:.0f} vs {single['Predict'].p50_us:.0f} us "
+            f"({p50:.2f} x); {totals['ModelInfer'].throughput:.0f} vs "
+            f"{totals['Predict'].throughput:.0f} req/s ({rate:.2f} x); {errors} errors",
+        )
+    )
+    return report
+
+
 # --- what the serving process imports --------------------------------------------------------------
 
 IMPORT_PROBE = """
@@ -794,6 +929,14 @@ def run(settings: Settings, progress: Callable[[str], None] = lambda _: None) ->
         )
         rows.append(loads["on"].row("unary Predict, persistence on", settings.clients))
         rows.append(loads["off"].row("unary Predict, persistence off", settings.clients))
+        if settings.oip:
+            progress("ModelInfer (Open Inference Protocol) beside Predict, alternating")
+            oip_report = oip_beside_predict(
+                on.target, messages.request, settings, [on.pid, off.pid, bare_pid]
+            )
+            rows += oip_report.rows
+            report.ratios.update(oip_report.ratios)
+            report.checks += oip_report.checks
         rss_after = on.rss_mb()
         hwm = proc_status_kb(on.pid, "VmHWM") / 1024
         rows.append(
@@ -966,6 +1109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         repository=args.repository,
         database=database,
         server_env=extra,
+        oip=True,
     )
     began = time.perf_counter()
     report = run(settings, progress=lambda text: print(f"bench: {text}", file=sys.stderr))

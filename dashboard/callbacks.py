@@ -27,6 +27,7 @@ Clock = Callable[[], dt.datetime]
 PANELS: tuple[tuple[str, str], ...] = (
     ("health-cards", "children"),
     ("health-graph", "figure"),
+    ("subscores-graph", "figure"),
     ("components", "children"),
     ("alerts", "children"),
     ("trends-graph", "figure"),
@@ -83,6 +84,7 @@ def panels_of(snap: Snapshot, pages: dict[str, int]) -> dict[tuple[str, str], An
     if snap.health is not None:
         out["health-cards", "children"] = health.headline_cards(snap.health)
         out["health-graph", "figure"] = health.gauge_figure(snap.health)
+        out["subscores-graph", "figure"] = health.subscores_figure(snap.health)
         out["components", "children"] = health.components_table(snap.health)
     out["alerts", "children"] = alerts.alerts_panel(snap.alerts)
     out["reliability-graph", "figure"] = calibration.reliability_figure(snap.calibration)

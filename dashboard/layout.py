@@ -115,12 +115,25 @@ def page(target: str, refresh_ms: int) -> html.Div:
                         "Health",
                         html.Div(id="health-cards"),
                         html.Div(
-                            [html.Div(graph("health-graph")), html.Div(id="components")],
+                            [html.Div(graph("health-graph")), html.Div(graph("subscores-graph"))],
                             className="row",
                         ),
+                        html.Div(id="components"),
                     ),
                     section("Active alerts", html.Div(id="alerts")),
-                    section("Trends", graph("trends-graph")),
+                    section(
+                        "Trends",
+                        graph("trends-graph"),
+                        html.Div(
+                            "Thick blue: the fused prediction (thin: lstm, ensemble; orange: "
+                            "p99 latency). Dotted grey: what the server expects (validation); "
+                            "for confidence, the accuracy it is judged against. Dashed amber and "
+                            "red: where the health sub-score falls to the warning and critical "
+                            "levels (they widen when a window holds fewer outcomes); for latency, "
+                            "the anomaly level.",
+                            className="note",
+                        ),
+                    ),
                     section(
                         "Calibration",
                         html.Div(

@@ -78,14 +78,15 @@ def cards(items: Sequence[html.Div]) -> html.Div:
 
 
 def figure_layout(fig: go.Figure, title: str, height: int = 300, **layout: Any) -> go.Figure:
-    fig.update_layout(
-        title={"text": title, "font": {"size": 14}},
-        margin={"l": 50, "r": 20, "t": 40, "b": 40},
-        height=height,
-        template="plotly_white",
-        legend={"font": {"size": 11}},
-        **layout,
-    )
+    """Title, height and the shared look; ``layout`` overrides any of them."""
+    defaults: dict[str, Any] = {
+        "title": {"text": title, "font": {"size": 14}},
+        "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
+        "height": height,
+        "template": "plotly_white",
+        "legend": {"font": {"size": 11}},
+    }
+    fig.update_layout(**{**defaults, **layout})
     return fig
 
 

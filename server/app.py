@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from server.monitoring.alerts import AlertCandidate
 from server.monitoring.monitor import Monitor, reference_of
 from server.serving.dataplane import DataPlane
 from server.serving.models import ModelHolder, ModelSet
+from server.storage import queries
 from server.storage.registry import ModelRepository
 from server.storage.schema import close_database, open_database, utcnow
 from server.storage.writer import BatchWriter
@@ -103,9 +105,31 @@ class TokenInterceptor(Interceptor):
         return self._deny_stream if handler.request_streaming else self._deny
 
 
+@dataclass(frozen=True)
+class ProcessSlot:
+    """This process's place in a group of serving processes sharing one port
+    (server.processes; server/process_group.py starts them)."""
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def coordinator(self) -> bool:
+        """The first process runs the monitor's evaluation and the retraining coordinator, so
+        a group evaluates and retrains once."""
+        return self.index == 0
+
+
 class MinhosServer:
-    def __init__(self, config: Config, *, clock: Callable[[], dt.datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        slot: ProcessSlot = ProcessSlot(),
+    ) -> None:
         self.config = config
+        self.slot = slot
         open_database(config.storage.database_url)
         self.repository = ModelRepository(config.storage.model_repository)
         self.telemetry = Telemetry()
@@ -120,7 +144,13 @@ class MinhosServer:
         if config.retrain.enabled:
             from server.retraining.coordinator import Retraining
 
-            self.retraining = Retraining(config, self.repository, clock=clock, on_alert=self._alert)
+            self.retraining = Retraining(
+                config,
+                self.repository,
+                clock=clock,
+                on_alert=self._alert,
+                coordinate=slot.coordinator,
+            )
         self._last_evaluation = 0.0
         self._degraded: dict[str, bool] = {}
         self.health = health.HealthServicer(experimental_non_blocking=True)
@@ -133,7 +163,8 @@ class MinhosServer:
             options=[
                 ("grpc.max_receive_message_length", srv.max_message_bytes),
                 ("grpc.max_send_message_length", srv.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                # Only a process group shares its port; alone, a taken port is an error.
+                ("grpc.so_reuseport", 1 if slot.count > 1 else 0),
             ],
             interceptors=interceptors,
         )
@@ -206,7 +237,12 @@ class MinhosServer:
         try:
             now = time.monotonic()
             due = now - self._last_evaluation >= self.config.monitoring.evaluate_interval_s
-            if due and self.plane.market_now is not None:
+            # In a group, the coordinator may have served nothing itself: the stored bars say
+            # how far the market has gone.
+            market_now = self.plane.market_now
+            if market_now is None and self.slot.count > 1:
+                market_now = queries.latest_bar_time()
+            if due and market_now is not None and self.slot.coordinator:
                 self._last_evaluation = now
                 self.writer.flush(timeout=2.0)
                 report = self.monitor.health()
@@ -219,7 +255,7 @@ class MinhosServer:
                 self.monitor.evaluate(report=report)
             if self.retraining is not None:
                 degraded, self._degraded = self._degraded, {}  # a verdict triggers once
-                self.retraining.tick(self.plane.market_now, degraded)
+                self.retraining.tick(market_now, degraded)
         except Exception:
             log.exception("periodic evaluation failed")
 

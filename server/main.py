@@ -22,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--config", help="TOML config file (default: $MINHOS_CONFIG, then built-in defaults)"
     )
     parser.add_argument("--log-level", default="INFO")
+    # Set by server/process_group.py for its children: "INDEX/COUNT".
+    parser.add_argument("--slot", default="0/1", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
@@ -29,9 +31,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    from server.app import MinhosServer  # after logging is set up
+    index, count = (int(x) for x in args.slot.split("/"))
+    if count == 1 and config.server.process_count() > 1:
+        from server import process_group
 
-    server = MinhosServer(config).start()
+        return process_group.run(config, config.server.process_count())
+    from server.app import MinhosServer, ProcessSlot  # after logging is set up
+
+    server = MinhosServer(config, slot=ProcessSlot(index, count)).start()
     if not server.holder.loaded:
         log.warning(
             "no deployed models: Predict answers UNAVAILABLE until a model set is deployed (make train)"
@@ -44,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"minhos serving on {config.server.host}:{server.port}", flush=True)
+    if count == 1:
+        print(f"minhos serving on {config.server.host}:{server.port}", flush=True)
     stop.wait()
     server.stop()
     return 0

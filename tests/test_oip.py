@@ -451,3 +451,36 @@ def test_wire_format_matches_tritonclients_classes(tmp_path: Path) -> None:
             method.client_streaming,
             method.server_streaming,
         ], method.name
+
+
+def test_bench_line_measures_model_infer_beside_predict(
+    trained: Trained, sp500: MarketData
+) -> None:
+    """``make bench``'s OIP rows run end to end (timings are the bench's to judge, not a test's)."""
+    from clients.bench import Settings, model_infer_request, oip_beside_predict
+
+    end = live_index(sp500) + 7
+    columns = columns_from_arrays(sp500.times[end - NEED : end], sp500.ohlcv[end - NEED : end])
+    typed = inference_pb2.PredictRequest(symbol="SPX", columns=columns)
+    body = oip.ModelInferRequest.FromString(model_infer_request(typed))
+    bars, times = windows(sp500, [end])
+    assert [(t.name, t.datatype, list(t.shape)) for t in body.inputs] == [
+        ("bars", "FP64", [1, NEED, 5]),
+        ("time_seconds", "INT64", [1, NEED]),
+    ]
+    assert body.raw_input_contents[0] == bars.astype("<f8").tobytes()
+    assert body.raw_input_contents[1] == times.astype("<i8").tobytes()
+    settings = Settings(calls=20, warmup=5, clients=2, load_seconds=0.3, rounds=2)
+    with running(trained.config()) as (srv, _):
+        report = oip_beside_predict(f"127.0.0.1:{srv.port}", typed, settings, [])
+    assert [r.name.split(",")[0] for r in report.rows] == [
+        "OIP ModelInfer",
+        "unary Predict",
+        "OIP ModelInfer",
+        "unary Predict",
+    ]
+    assert all(r.p50_us > 0 and r.per_second > 0 for r in report.rows)
+    assert all("0 errors" in r.note for r in report.rows[2:])
+    (check,) = report.checks
+    assert check.name.startswith("ModelInfer within 1.2 x of Predict")
+    assert len(report.ratios) == 2 and all(v > 0 for v in report.ratios.values())

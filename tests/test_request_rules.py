@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import struct
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
-from clients.client import bars_from_arrays
+from clients.client import bars_from_arrays, raw_from_arrays
 from export.data import MarketData
 from minhos.v1 import calibration_pb2, common_pb2, inference_pb2, monitoring_pb2, retrain_pb2
 from server.core.calibration import MAX_BINS, MIN_BINS
@@ -25,7 +27,7 @@ from tests.server_harness import live_index, running
 PROTO = Path(__file__).resolve().parent.parent / "protos/minhos/v1/calibration.proto"
 
 
-def _config(trained: Trained, **retrain: object) -> Config:
+def _config(trained: Trained, **retrain: Any) -> Config:
     config = trained.config()
     return dataclasses.replace(config, retrain=dataclasses.replace(config.retrain, **retrain))
 
@@ -132,3 +134,30 @@ def test_a_replica_without_the_coordinator_answers_retrain_service(
         )
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "coordinator" in (error.details() or "")
+
+
+def test_malformed_raw_bars_name_the_buffer(trained: Trained, sp500: MarketData) -> None:
+    with running(_config(trained, enabled=False)) as (_, client):
+        need = client.serving_info().bars_required
+        end = live_index(sp500)
+        raw = raw_from_arrays(sp500.times[end - need : end], sp500.ohlcv[end - need : end])
+        cases = [
+            (
+                common_pb2.RawBars(time_seconds=raw.time_seconds[:-3], ohlcv=raw.ohlcv),
+                "raw.time_seconds",
+            ),
+            (common_pb2.RawBars(time_seconds=raw.time_seconds, ohlcv=raw.ohlcv[:-8]), "raw.ohlcv"),
+        ]
+        bad_price = bytearray(raw.ohlcv)
+        bad_price[-16:-8] = struct.pack("<d", float("nan"))  # the last bar's close
+        cases.append(
+            (common_pb2.RawBars(time_seconds=raw.time_seconds, ohlcv=bytes(bad_price)), "raw.ohlcv")
+        )
+        for bars, field in cases:
+            error = _status(lambda b=bars: client.predict("SPX", b))
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+            assert field in (error.details() or ""), error.details()
+        both = inference_pb2.PredictRequest(symbol="SPX", raw=raw)
+        both.columns.time_seconds.append(1)
+        error = _status(lambda: client._stubs.inference.Predict(both))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT

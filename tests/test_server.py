@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from clients.client import MinhosClient, bar, columns_from_arrays
+from clients.client import MinhosClient, bar, columns_from_arrays, raw_from_arrays
 from export.data import MarketData
 from minhos.v1 import common_pb2
 from server.core import features as F
@@ -62,6 +62,9 @@ def test_predict_returns_a_fused_sized_prediction(trained: Trained, sp500: Marke
         # The columnar form of the same window gives the same answer.
         columns = columns_from_arrays(sp500.times[end - need : end], sp500.ohlcv[end - need : end])
         assert client.predict("SPX", columns).probability_up == reply.probability_up
+        # And so do the raw little-endian buffers.
+        raw = raw_from_arrays(sp500.times[end - need : end], sp500.ohlcv[end - need : end])
+        assert client.predict("SPX", raw).probability_up == reply.probability_up
         srv.writer.flush()
         row = PredictionRow.get_by_id(reply.prediction_id)
         assert row.probability_up == reply.probability_up

@@ -101,7 +101,9 @@ def zones_figure(reports: Sequence[calibration_pb2.CalibrationReport]) -> go.Fig
             text=[
                 f"{number(z.accuracy)}<br>n={z.count}" if z.count else "n=0" for z in fused.zones
             ],
-            textposition="outside",
+            textposition=["inside" if z.count else "outside" for z in fused.zones],
+            insidetextanchor="start",
+            textfont={"color": ["white" if z.count else "#333" for z in fused.zones]},
             name="accuracy",
             marker={"color": colors.SERIES["fusion"]},
         )

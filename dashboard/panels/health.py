@@ -8,7 +8,6 @@ from typing import Any
 
 import plotly.graph_objects as go
 from dash import html
-from plotly.subplots import make_subplots
 
 from dashboard.formatting import enum_name, number, percent
 from dashboard.panels import colors
@@ -32,21 +31,15 @@ def component_name(value: int) -> str:
 
 
 def gauge_figure(reply: monitoring_pb2.GetHealthResponse) -> go.Figure:
+    """The overall score on a gauge banded by the server's warning and critical levels."""
     warn, critical = _bands(reply)
     status = status_name(reply.status)
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        specs=[[{"type": "indicator"}, {"type": "xy"}]],
-        column_widths=[0.42, 0.58],
-        horizontal_spacing=0.12,
-    )
-    fig.add_trace(
+    fig = go.Figure(
         go.Indicator(
             mode="gauge+number",
             value=reply.health_score if not math.isnan(reply.health_score) else 0.0,
             number={"suffix": " / 100", "valueformat": ".0f"},
-            title={"text": f"health: <b>{status}</b>", "font": {"size": 14}},
+            title={"text": f"health: <b>{status}</b>", "font": {"size": 15}},
             gauge={
                 "axis": {"range": [0, 100], "tickvals": [0, critical, warn, 100]},
                 "bar": {"color": colors.STATUS.get(status, colors.STATUS["unknown"])},
@@ -56,48 +49,47 @@ def gauge_figure(reply: monitoring_pb2.GetHealthResponse) -> go.Figure:
                     {"range": [warn, 100], "color": colors.BAND["healthy"]},
                 ],
             },
-        ),
-        row=1,
-        col=1,
+        )
     )
-    labels: list[str] = []
+    return figure_layout(
+        fig, "Health score", height=300, margin={"l": 30, "r": 30, "t": 60, "b": 10}
+    )
+
+
+def subscores_figure(reply: monitoring_pb2.GetHealthResponse) -> go.Figure:
+    """Each component's score and the sub-scores it is the weighted mean of."""
+    warn, critical = _bands(reply)
+    components: list[str] = []
+    parts: list[str] = []
     values: list[float] = []
     for c in reply.components:
         name = component_name(c.component)
-        labels.append(f"<b>{name}</b>")
+        components.append(name)
+        parts.append("<b>score</b>")
         values.append(c.score)
         for sub in SUBSCORE_ORDER:
             if sub in c.subscores:
-                labels.append(f"{name} · {sub.replace('_', ' ')}")
+                components.append(name)
+                parts.append(sub.replace("_", " "))
                 values.append(c.subscores[sub])
-    fig.add_trace(
+    fig = go.Figure(
         go.Bar(
             x=values,
-            y=labels,
+            y=[components, parts],
             orientation="h",
             marker={"color": [colors.for_score(v, warn, critical) for v in values]},
             text=[number(v, 0) for v in values],
-            textposition="auto",
+            textposition="inside",
+            textangle=0,
+            insidetextanchor="end",
             hovertemplate="%{y}: %{x:.1f}<extra></extra>",
-            showlegend=False,
-        ),
-        row=1,
-        col=2,
-    )
-    fig.update_xaxes(range=[0, 100], row=1, col=2, title_text="score (component, then sub-scores)")
-    fig.update_yaxes(autorange="reversed", row=1, col=2, tickfont={"size": 11})
-    for level in (critical, warn):
-        fig.add_shape(
-            type="line",
-            x0=level,
-            x1=level,
-            y0=0,
-            y1=1,
-            xref="x",
-            yref="y domain",
-            line={"dash": "dot", "color": "#999"},
         )
-    return figure_layout(fig, "Health score and sub-scores", height=max(300, 22 * len(labels) + 80))
+    )
+    fig.update_xaxes(range=[0, 100], title_text="0-100; dotted: critical and warning levels")
+    fig.update_yaxes(autorange="reversed", tickfont={"size": 11})
+    for level in (critical, warn):
+        fig.add_vline(x=level, line={"dash": "dot", "color": "#666"})
+    return figure_layout(fig, "Components and sub-scores", height=max(300, 20 * len(values) + 90))
 
 
 def headline_cards(reply: monitoring_pb2.GetHealthResponse) -> html.Div:

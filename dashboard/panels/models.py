@@ -44,29 +44,31 @@ def state(details: retrain_pb2.ModelDetails, active: dict[str, retrain_pb2.Job])
     return stage
 
 
-def _verdict(c: retrain_pb2.MetricComparison) -> Any:
-    if not c.baseline or math.isnan(c.baseline_value) or math.isnan(c.value):
-        return ""
-    better = (
-        c.value < c.baseline_value if c.metric in LOWER_IS_BETTER else c.value > c.baseline_value
+def _against(value: float, metric: str, baseline: float) -> Any:
+    """The baseline's value, green where the model beats it and red where it does not."""
+    if math.isnan(baseline) or math.isnan(value):
+        return number(baseline, 4)
+    better = value < baseline if metric in LOWER_IS_BETTER else value > baseline
+    return html.Span(
+        f"{baseline:.4f} {'✓' if better else '✗'}",
+        className="hit" if better else "miss",
+        title="the model beats it" if better else "the model does not beat it",
     )
-    return html.Span("beats it" if better else "does not", className="hit" if better else "miss")
 
 
 def comparisons_table(details: retrain_pb2.ModelDetails, kind: str) -> html.Div:
-    rows = [
-        [
-            c.span,
-            c.metric.replace("_", "-"),
-            number(c.value, 4),
-            c.baseline or "(none recorded)",
-            number(c.baseline_value, 4),
-            _verdict(c),
-        ]
-        for c in details.comparisons
-    ]
-    columns = ("span", "metric", "value", "baseline", "baseline value", "")
-    return table(f"metrics-{kind}", columns, rows)
+    """One row per span and metric: the version's value, then each baseline's."""
+    baselines = list(dict.fromkeys(c.baseline for c in details.comparisons if c.baseline))
+    rows: dict[tuple[str, str], list[Any]] = {}
+    for c in details.comparisons:
+        row = rows.setdefault(
+            (c.span, c.metric),
+            [c.span, c.metric.replace("_", "-"), number(c.value, 4)] + ["–"] * len(baselines),
+        )
+        if c.baseline:
+            row[3 + baselines.index(c.baseline)] = _against(c.value, c.metric, c.baseline_value)
+    columns = ("span", "metric", "value", *baselines)
+    return table(f"metrics-{kind}", columns, list(rows.values()))
 
 
 def model_card(details: retrain_pb2.ModelDetails, active: dict[str, retrain_pb2.Job]) -> html.Div:

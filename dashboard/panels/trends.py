@@ -97,4 +97,4 @@ def trends_figure(reply: monitoring_pb2.GetMetricSeriesResponse) -> go.Figure:
                 )
         fig.update_yaxes(tickformat=fmt, row=1, col=col)
     fig.update_annotations(font={"size": 12})
-    return figure_layout(fig, title, height=280)
+    return figure_layout(fig, title, height=300, margin={"l": 50, "r": 20, "t": 70, "b": 40})

@@ -47,6 +47,15 @@ class ServerConfig:
     reload_interval_s: float = 1.0
     #: Grace period for in-flight RPCs on SIGTERM (seconds).
     shutdown_grace_s: float = 5.0
+    #: Serving processes sharing the port (SO_REUSEPORT), each with its own interpreter and ONNX
+    #: sessions: a number, or "auto" for one per core. The first also runs the monitor's
+    #: evaluation and the retraining coordinator; /metrics merges them all.
+    processes: str = "1"
+
+    def process_count(self) -> int:
+        if self.processes.strip().lower() == "auto":
+            return os.cpu_count() or 1
+        return int(self.processes)
 
 
 @dataclass(frozen=True)
@@ -273,10 +282,29 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     return config
 
 
+def _processes_ok(value: str) -> bool:
+    text = value.strip().lower()
+    return text == "auto" or (text.isdigit() and int(text) >= 1)
+
+
+def as_env(config: Config) -> dict[str, str]:
+    """The configuration as ``MINHOS_<SECTION>_<FIELD>`` variables, which win over any file: a
+    child process (a retraining worker, a serving process) then sees exactly this configuration."""
+    env: dict[str, str] = {}
+    for section in dataclasses.fields(config):
+        values = getattr(config, section.name)
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            env[f"MINHOS_{section.name.upper()}_{f.name.upper()}"] = text
+    return env
+
+
 def _validate(config: Config) -> None:
     checks: list[tuple[bool, str]] = [
         (0 <= config.server.port <= 65535, "[server].port must be in 0..65535"),
         (config.server.workers >= 1, "[server].workers must be >= 1"),
+        (_processes_ok(config.server.processes), "[server].processes must be >= 1 or 'auto'"),
         (config.server.max_message_bytes >= 1024, "[server].max_message_bytes must be >= 1024"),
         (
             bool(config.server.tls_cert_file) == bool(config.server.tls_key_file),

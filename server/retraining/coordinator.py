@@ -9,7 +9,6 @@ job row and deploys through the registry; the server's poller swaps the sessions
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import subprocess
@@ -23,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import IO
 
 from server.core import scoring
-from server.core.config import Config
+from server.core.config import Config, as_env
 from server.core.errors import FailedPrecondition, NotFound
 from server.core.jobs import ACTIVE_STATES
 from server.core.manifest import COMPONENT_OF_KIND, KINDS, REFERENCE_METRIC, check_kind
@@ -51,19 +50,6 @@ def _job(job_id: str) -> Job:
 
 def default_worker_argv(job_id: str) -> list[str]:
     return [sys.executable, "-m", "export.retrain_worker", job_id]
-
-
-def config_env(config: Config) -> dict[str, str]:
-    """The configuration as ``MINHOS_<SECTION>_<FIELD>`` variables, which win over any file: the
-    worker then sees exactly the server's configuration, however it was built."""
-    env: dict[str, str] = {}
-    for section in dataclasses.fields(config):
-        values = getattr(config, section.name)
-        for f in dataclasses.fields(values):
-            value = getattr(values, f.name)
-            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-            env[f"MINHOS_{section.name.upper()}_{f.name.upper()}"] = text
-    return env
 
 
 @dataclass
@@ -95,7 +81,12 @@ class Retraining:
         worker_argv: Callable[[str], list[str]] | None = None,
         clock: Callable[[], datetime] = utcnow,
         on_alert: Callable[[AlertCandidate], None] | None = None,
+        coordinate: bool = True,
     ) -> None:
+        """``coordinate`` False: this process answers triggers (queued in the database) and
+        rollbacks (guarded there too) but runs no workers, schedules or probation: another serving
+        process of the same group coordinates."""
+        self.coordinate = coordinate
         self.config = config
         self.repository = repository
         self.worker_argv = worker_argv or default_worker_argv
@@ -108,7 +99,8 @@ class Retraining:
         self._probation_done: set[str] = set()
         self._last_prune: float | None = None
         self._market_now: datetime | None = None
-        self._fail_orphans()
+        if coordinate:
+            self._fail_orphans()
 
     # -- RPC-facing ------------------------------------------------------------------------------
 
@@ -144,6 +136,8 @@ class Retraining:
     def tick(self, market_now: datetime | None, degraded: Mapping[str, bool] | None = None) -> None:
         """Periodic work (the server's poller): reap/kill the worker, queue scheduled and
         degradation jobs, start the next job, judge probations, prune backups."""
+        if not self.coordinate:
+            return
         with self._lock:
             if market_now is not None:
                 self._market_now = market_now
@@ -203,7 +197,7 @@ class Retraining:
             fields={"champion_version": champion},
         ):
             return
-        env = {**os.environ, **config_env(self.config)}
+        env = {**os.environ, **as_env(self.config)}
         threads = str(max(self.config.retrain.worker_threads, 1))
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1")
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the worker is reaped

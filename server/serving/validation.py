@@ -28,6 +28,10 @@ def field_of(form: str, row: int | None, column: str | None) -> str:
     if form == "columns":
         name = "time_seconds" if column in (None, "time") else column
         return f"columns.{name}[{row}]"
+    if form == "raw":
+        return (
+            f"raw.time_seconds[{row}]" if column in (None, "time") else f"raw.ohlcv[{row}].{column}"
+        )
     return f"bars[{row}]" + (f".{column}" if column else "")
 
 

@@ -94,13 +94,44 @@ def columns_in(columns: common_pb2.BarColumns) -> tuple[IntArray, FloatArray]:
     return times, ohlcv
 
 
+def raw_in(raw: common_pb2.RawBars) -> tuple[IntArray, FloatArray]:
+    """Views of the two buffers (no copy); refused unless they hold n times and n x 5 prices."""
+    size = len(raw.time_seconds)
+    if size % 8:
+        raise InvalidArgument(
+            f"{size} bytes is not a whole number of int64 values", field="raw.time_seconds"
+        )
+    n = size // 8
+    if len(raw.ohlcv) != n * 5 * 8:
+        raise InvalidArgument(
+            f"{len(raw.ohlcv)} bytes for {n} times; need {n * 5 * 8} (n x 5 float64 values)",
+            field="raw.ohlcv",
+        )
+    times = np.frombuffer(raw.time_seconds, dtype="<i8").astype(np.int64, copy=False)
+    ohlcv = np.frombuffer(raw.ohlcv, dtype="<f8").astype(np.float64, copy=False).reshape(n, 5)
+    return times, ohlcv
+
+
 def window_in(request: inference_pb2.PredictRequest) -> tuple[IntArray, FloatArray, str]:
-    """A Predict request's bars, from whichever of ``bars`` and ``columns`` it carries, and
-    which one it was."""
-    if request.HasField("columns"):
-        if len(request.bars):
-            raise InvalidArgument("set either bars or columns, not both", field="columns")
+    """A Predict request's bars, from whichever of ``bars``, ``columns`` and ``raw`` it carries,
+    and which one it was."""
+    forms = [
+        name
+        for name, present in (
+            ("bars", len(request.bars) > 0),
+            ("columns", request.HasField("columns")),
+            ("raw", request.HasField("raw")),
+        )
+        if present
+    ]
+    if len(forms) > 1:
+        raise InvalidArgument(
+            f"set one of bars, columns and raw, not {' and '.join(forms)}", field=forms[-1]
+        )
+    if forms == ["columns"]:
         return (*columns_in(request.columns), "columns")
+    if forms == ["raw"]:
+        return (*raw_in(request.raw), "raw")
     return (*bars_in(request.bars), "bars")
 
 

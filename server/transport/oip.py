@@ -28,7 +28,7 @@ from server.core.manifest import KINDS
 from server.core.records import Prediction
 from server.serving.dataplane import SERVER_VERSION, DataPlane
 from server.serving.models import ENSEMBLE_OUTPUT, INPUT, LSTM_OUTPUT, ModelSet
-from server.transport.oip_convert import RequestTensors, TensorSpec, add_output
+from server.transport.oip_convert import RequestTensors, TensorSpec, add_output, set_contents
 from server.transport.pipeline import pipelined
 from server.transport.servicers import CODES, Base, rpc
 from server.transport.telemetry import Telemetry
@@ -58,8 +58,25 @@ class ModelSpec:
     #: Inputs that may be left out.
     optional: frozenset[str] = frozenset()
 
-    def output(self, name: str) -> TensorSpec | None:
-        return next((o for o in self.outputs if o.name == name), None)
+
+class ServedModel:
+    """A model of one deployed set as the protocol shows it, built once per set: its spec and
+    version, and the skeleton of its full response (names and datatypes of every output), which a
+    response copies in one call instead of building each output field by field."""
+
+    def __init__(self, spec: ModelSpec, version: str) -> None:
+        self.spec = spec
+        self.version = version
+        self.inputs = frozenset(t.name for t in spec.inputs)
+        self.outputs = {t.name: t for t in spec.outputs}
+        self.skeleton = oip.ModelInferResponse(
+            model_name=spec.name,
+            model_version=version,
+            outputs=[
+                oip.ModelInferResponse.InferOutputTensor(name=t.name, datatype=t.datatype)
+                for t in spec.outputs
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -147,6 +164,8 @@ class OpenInferenceServicer(Base, oip_grpc.GRPCInferenceServiceServicer):
         self._runners: dict[
             str, Callable[[ModelSet, ModelSpec, RequestTensors, oip.ModelInferRequest], Outputs]
         ] = {LSTM: self._run_lstm, ENSEMBLE: self._run_ensemble, FUSED: self._run_fused}
+        #: The served models of the last model set seen (replaced whole after a hot swap).
+        self._served: tuple[ModelSet | None, dict[str, ServedModel]] = (None, {})
 
     # -- health and metadata: probes are not recorded (a prober calls them every few seconds) ---
 
@@ -180,10 +199,11 @@ class OpenInferenceServicer(Base, oip_grpc.GRPCInferenceServiceServicer):
     def ModelMetadata(
         self, request: oip.ModelMetadataRequest, context: grpc.ServicerContext
     ) -> oip.ModelMetadataResponse:
-        _, spec, version = self._resolve(request.name, request.version, "name", "version")
+        _, served = self._resolve(request.name, request.version, "name", "version")
+        spec = served.spec
         return oip.ModelMetadataResponse(
             name=spec.name,
-            versions=[version],
+            versions=[served.version],
             platform=spec.platform,
             inputs=[t.metadata() for t in spec.inputs],
             outputs=[t.metadata() for t in spec.outputs],
@@ -258,52 +278,66 @@ class OpenInferenceServicer(Base, oip_grpc.GRPCInferenceServiceServicer):
 
     def _resolve(
         self, name: str, version: str, name_field: str, version_field: str
-    ) -> tuple[ModelSet, ModelSpec, str]:
-        """The deployed set, the model's spec and its version; NOT_FOUND for an unknown model or
-        a version that is not the deployed one."""
+    ) -> tuple[ModelSet, ServedModel]:
+        """The deployed set and the model as served from it; NOT_FOUND for an unknown model or a
+        version that is not the deployed one."""
         if name not in MODEL_NAMES:
             raise NotFound(
                 f"no model {name!r}; this server serves {', '.join(MODEL_NAMES)}",
                 field=name_field,
             )
         models = self.plane.models()
-        deployed = version_of(name, models.versions)
-        if version and version != deployed:
+        cached, served = self._served
+        if cached is not models:
+            served = {
+                n: ServedModel(model_spec(n, models), version_of(n, models.versions))
+                for n in MODEL_NAMES
+            }
+            self._served = (models, served)
+        model = served[name]
+        if version and version != model.version:
             raise NotFound(
-                f"version {version!r} of {name} is not deployed; the deployed one is {deployed!r}",
+                f"version {version!r} of {name} is not deployed; the deployed one is "
+                f"{model.version!r}",
                 field=version_field,
             )
-        return models, model_spec(name, models), deployed
+        return models, model
 
     def _infer(self, request: oip.ModelInferRequest, response: oip.ModelInferResponse) -> None:
-        models, spec, version = self._resolve(
+        models, served = self._resolve(
             request.model_name, request.model_version, "model_name", "model_version"
         )
+        spec = served.spec
         tensors = RequestTensors(request)
-        known = {t.name for t in spec.inputs}
         for name in tensors.names():
-            if name not in known:
+            if name not in served.inputs:
                 raise InvalidArgument(
-                    f"not an input of {spec.name} (its inputs: {', '.join(sorted(known))})",
+                    f"not an input of {spec.name} (its inputs: {', '.join(sorted(served.inputs))})",
                     field=name,
                 )
-        wanted = [o.name for o in request.outputs] or [o.name for o in spec.outputs]
-        specs = []
-        for i, name in enumerate(wanted):
-            found = spec.output(name)
+        wanted = []
+        for i, asked in enumerate(request.outputs):
+            found = served.outputs.get(asked.name)
             if found is None:
                 raise InvalidArgument(
-                    f"{name!r} is not an output of {spec.name} (its outputs: "
-                    f"{', '.join(o.name for o in spec.outputs)})",
+                    f"{asked.name!r} is not an output of {spec.name} (its outputs: "
+                    f"{', '.join(served.outputs)})",
                     field=f"outputs[{i}]",
                 )
-            specs.append(found)
+            wanted.append(found)
         outputs = self._runners[spec.name](models, spec, tensors, request)
-        response.model_name = spec.name
-        response.model_version = outputs.version or version
+        if wanted:
+            response.model_name = spec.name
+            response.model_version = served.version
+            for out in wanted:
+                add_output(response, out, outputs.values[out.name], tensors.raw)
+        else:
+            response.MergeFrom(served.skeleton)
+            for tensor, out in zip(response.outputs, spec.outputs, strict=True):
+                set_contents(response, tensor, out, outputs.values[out.name], tensors.raw)
+        if outputs.version:
+            response.model_version = outputs.version
         response.id = request.id
-        for out in specs:
-            add_output(response, out, outputs.values[out.name], tensors.raw)
 
     def _run_lstm(
         self,

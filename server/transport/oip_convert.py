@@ -102,7 +102,7 @@ class RequestTensors:
                     "sets contents in a request that uses raw_input_contents; use one form",
                     field=name,
                 )
-            if any(key in tensor.parameters for key in SHARED_MEMORY):
+            if tensor.parameters and any(key in tensor.parameters for key in SHARED_MEMORY):
                 raise InvalidArgument(
                     "shared memory is not supported; send the tensor's contents", field=name
                 )
@@ -126,9 +126,9 @@ class RequestTensors:
                 f"datatype {tensor.datatype or '(unset)'}; the model takes {spec.describe()}",
                 field=spec.name,
             )
-        shape = tuple(int(d) for d in tensor.shape)
+        shape = tuple(tensor.shape)
         if len(shape) != len(spec.shape) or any(
-            d < 1 if want < 0 else d != want for d, want in zip(shape, spec.shape, strict=False)
+            d < 1 if want < 0 else d != want for d, want in zip(shape, spec.shape, strict=True)
         ):
             raise InvalidArgument(
                 f"shape {shape_text(shape)}; the model takes {spec.describe()}", field=spec.name
@@ -196,19 +196,29 @@ def add_output(
 ) -> None:
     """Appends one output tensor to ``response``: raw bytes when ``raw``, typed contents
     otherwise."""
-    out = response.outputs.add()
-    out.name = spec.name
-    out.datatype = spec.datatype
-    out.shape.extend(values.shape)
+    tensor = response.outputs.add(name=spec.name, datatype=spec.datatype)
+    set_contents(response, tensor, spec, values, raw)
+
+
+def set_contents(
+    response: oip.ModelInferResponse,
+    tensor: oip.ModelInferResponse.InferOutputTensor,
+    spec: TensorSpec,
+    values: npt.NDArray[Any],
+    raw: bool,
+) -> None:
+    """Fills the shape and elements of ``tensor``, the output of ``response`` after those already
+    filled: in raw form its entry is the next of ``raw_output_contents``."""
+    tensor.shape.extend(values.shape)
     if spec.datatype == "BYTES":
         items = [bytes(v) for v in values.reshape(-1)]
         if raw:
             response.raw_output_contents.append(join_bytes(items))
         else:
-            out.contents.bytes_contents.extend(items)
+            tensor.contents.bytes_contents.extend(items)
     elif raw:
         response.raw_output_contents.append(
-            np.ascontiguousarray(values, dtype=DTYPES[spec.datatype]).tobytes()
+            values.astype(DTYPES[spec.datatype], copy=False).tobytes()
         )
     else:
-        getattr(out.contents, CONTENTS_FIELD[spec.datatype]).extend(values.reshape(-1).tolist())
+        getattr(tensor.contents, CONTENTS_FIELD[spec.datatype]).extend(values.reshape(-1).tolist())

@@ -433,9 +433,7 @@ class RetrainServicer(Base, retrain_pb2_grpc.RetrainServiceServicer):
             if (kind is None or v.kind == kind)
             and (request.include_retired or v.stage != "retired")
         ][:limit]
-        active = [
-            job for state in ACTIVE_JOB_STATES for job in queries.jobs(kind, state, 1000)
-        ]
+        active = [job for state in ACTIVE_JOB_STATES for job in queries.jobs(kind, state, 1000)]
         active.sort(key=lambda job: job.queued_at, reverse=True)
         return retrain_pb2.GetModelDetailsResponse(
             models=[convert.model_details_out(v, model_card(v.manifest, kelly)) for v in chosen],

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16minhos/v1/common.proto\x12\tminhos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"w\n\x03\x42\x61r\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x02 \x01(\x01\x12\x0c\n\x04high\x18\x03 \x01(\x01\x12\x0b\n\x03low\x18\x04 \x01(\x01\x12\r\n\x05\x63lose\x18\x05 \x01(\x01\x12\x0e\n\x06volume\x18\x06 \x01(\x01\"j\n\nBarColumns\x12\x14\n\x0ctime_seconds\x18\x01 \x03(\x03\x12\x0c\n\x04open\x18\x02 \x03(\x01\x12\x0c\n\x04high\x18\x03 \x03(\x01\x12\x0b\n\x03low\x18\x04 \x03(\x01\x12\r\n\x05\x63lose\x18\x05 \x03(\x01\x12\x0e\n\x06volume\x18\x06 \x03(\x01\"\xab\x01\n\x0b\x46\x65\x61tureSpec\x12\x15\n\rfeature_names\x18\x01 \x03(\t\x12\x0e\n\x06window\x18\x02 \x01(\r\x12\x15\n\rbars_required\x18\x03 \x01(\r\x12/\n\x0btrain_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\ttrain_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfd\x02\n\x0cModelVersion\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.minhos.v1.ModelKind\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12$\n\x05stage\x18\x04 \x01(\x0e\x32\x15.minhos.v1.ModelStage\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65ployed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x07metrics\x18\x07 \x03(\x0b\x32$.minhos.v1.ModelVersion.MetricsEntry\x12,\n\x0c\x66\x65\x61ture_spec\x18\x08 \x01(\x0b\x32\x16.minhos.v1.FeatureSpec\x12\x0c\n\x04path\x18\t \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*L\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x44IRECTION_UP\x10\x01\x12\x12\n\x0e\x44IRECTION_DOWN\x10\x02*k\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_LSTM\x10\x01\x12\x17\n\x13MODEL_KIND_ENSEMBLE\x10\x02\x12\x14\n\x10MODEL_KIND_KELLY\x10\x03*\xab\x01\n\tComponent\x12\x19\n\x15\x43OMPONENT_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43OMPONENT_LSTM\x10\x01\x12\x16\n\x12\x43OMPONENT_ENSEMBLE\x10\x02\x12\x14\n\x10\x43OMPONENT_FUSION\x10\x03\x12\x13\n\x0f\x43OMPONENT_KELLY\x10\x04\x12\x16\n\x12\x43OMPONENT_DATABASE\x10\x05\x12\x14\n\x10\x43OMPONENT_SERVER\x10\x06*\xa9\x01\n\nModelStage\x12\x1b\n\x17MODEL_STAGE_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_STAGE_CANDIDATE\x10\x01\x12\x18\n\x14MODEL_STAGE_DEPLOYED\x10\x02\x12\x16\n\x12MODEL_STAGE_BACKUP\x10\x03\x12\x18\n\x14MODEL_STAGE_REJECTED\x10\x04\x12\x17\n\x13MODEL_STAGE_RETIRED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16minhos/v1/common.proto\x12\tminhos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"w\n\x03\x42\x61r\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x02 \x01(\x01\x12\x0c\n\x04high\x18\x03 \x01(\x01\x12\x0b\n\x03low\x18\x04 \x01(\x01\x12\r\n\x05\x63lose\x18\x05 \x01(\x01\x12\x0e\n\x06volume\x18\x06 \x01(\x01\"j\n\nBarColumns\x12\x14\n\x0ctime_seconds\x18\x01 \x03(\x03\x12\x0c\n\x04open\x18\x02 \x03(\x01\x12\x0c\n\x04high\x18\x03 \x03(\x01\x12\x0b\n\x03low\x18\x04 \x03(\x01\x12\r\n\x05\x63lose\x18\x05 \x03(\x01\x12\x0e\n\x06volume\x18\x06 \x03(\x01\".\n\x07RawBars\x12\x14\n\x0ctime_seconds\x18\x01 \x01(\x0c\x12\r\n\x05ohlcv\x18\x02 \x01(\x0c\"\xab\x01\n\x0b\x46\x65\x61tureSpec\x12\x15\n\rfeature_names\x18\x01 \x03(\t\x12\x0e\n\x06window\x18\x02 \x01(\r\x12\x15\n\rbars_required\x18\x03 \x01(\r\x12/\n\x0btrain_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\ttrain_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfd\x02\n\x0cModelVersion\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.minhos.v1.ModelKind\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12$\n\x05stage\x18\x04 \x01(\x0e\x32\x15.minhos.v1.ModelStage\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65ployed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x07metrics\x18\x07 \x03(\x0b\x32$.minhos.v1.ModelVersion.MetricsEntry\x12,\n\x0c\x66\x65\x61ture_spec\x18\x08 \x01(\x0b\x32\x16.minhos.v1.FeatureSpec\x12\x0c\n\x04path\x18\t \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*L\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x44IRECTION_UP\x10\x01\x12\x12\n\x0e\x44IRECTION_DOWN\x10\x02*k\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_LSTM\x10\x01\x12\x17\n\x13MODEL_KIND_ENSEMBLE\x10\x02\x12\x14\n\x10MODEL_KIND_KELLY\x10\x03*\xab\x01\n\tComponent\x12\x19\n\x15\x43OMPONENT_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43OMPONENT_LSTM\x10\x01\x12\x16\n\x12\x43OMPONENT_ENSEMBLE\x10\x02\x12\x14\n\x10\x43OMPONENT_FUSION\x10\x03\x12\x13\n\x0f\x43OMPONENT_KELLY\x10\x04\x12\x16\n\x12\x43OMPONENT_DATABASE\x10\x05\x12\x14\n\x10\x43OMPONENT_SERVER\x10\x06*\xa9\x01\n\nModelStage\x12\x1b\n\x17MODEL_STAGE_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_STAGE_CANDIDATE\x10\x01\x12\x18\n\x14MODEL_STAGE_DEPLOYED\x10\x02\x12\x16\n\x12MODEL_STAGE_BACKUP\x10\x03\x12\x18\n\x14MODEL_STAGE_REJECTED\x10\x04\x12\x17\n\x13MODEL_STAGE_RETIRED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,22 +34,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_DIRECTION']._serialized_start=857
-  _globals['_DIRECTION']._serialized_end=933
-  _globals['_MODELKIND']._serialized_start=935
-  _globals['_MODELKIND']._serialized_end=1042
-  _globals['_COMPONENT']._serialized_start=1045
-  _globals['_COMPONENT']._serialized_end=1216
-  _globals['_MODELSTAGE']._serialized_start=1219
-  _globals['_MODELSTAGE']._serialized_end=1388
+  _globals['_DIRECTION']._serialized_start=905
+  _globals['_DIRECTION']._serialized_end=981
+  _globals['_MODELKIND']._serialized_start=983
+  _globals['_MODELKIND']._serialized_end=1090
+  _globals['_COMPONENT']._serialized_start=1093
+  _globals['_COMPONENT']._serialized_end=1264
+  _globals['_MODELSTAGE']._serialized_start=1267
+  _globals['_MODELSTAGE']._serialized_end=1436
   _globals['_BAR']._serialized_start=70
   _globals['_BAR']._serialized_end=189
   _globals['_BARCOLUMNS']._serialized_start=191
   _globals['_BARCOLUMNS']._serialized_end=297
-  _globals['_FEATURESPEC']._serialized_start=300
-  _globals['_FEATURESPEC']._serialized_end=471
-  _globals['_MODELVERSION']._serialized_start=474
-  _globals['_MODELVERSION']._serialized_end=855
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=809
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=855
+  _globals['_RAWBARS']._serialized_start=299
+  _globals['_RAWBARS']._serialized_end=345
+  _globals['_FEATURESPEC']._serialized_start=348
+  _globals['_FEATURESPEC']._serialized_end=519
+  _globals['_MODELVERSION']._serialized_start=522
+  _globals['_MODELVERSION']._serialized_end=903
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=857
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=903
 # @@protoc_insertion_point(module_scope)

@@ -251,6 +251,36 @@ class BarColumns(_message.Message):
 Global___BarColumns: _TypeAlias = BarColumns  # noqa: Y015
 
 @_typing.final
+class RawBars(_message.Message):
+    """The same window as two packed little-endian buffers: the cheapest form to send and to read
+    (the server views the bytes as arrays; protobuf hands repeated doubles out one value at a time).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_SECONDS_FIELD_NUMBER: _builtins.int
+    OHLCV_FIELD_NUMBER: _builtins.int
+    time_seconds: _builtins.bytes
+    """n int64 values: each bar's start in seconds since the Unix epoch (UTC), little-endian."""
+    ohlcv: _builtins.bytes
+    """n x 5 float64 values, row-major (open, high, low, close, volume of bar 0, then bar 1, ...),
+    little-endian, no padding.
+    """
+    def __init__(
+        self,
+        *,
+        time_seconds: _builtins.bytes = ...,
+        ohlcv: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ohlcv", b"ohlcv", "time_seconds", b"time_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RawBars: _TypeAlias = RawBars  # noqa: Y015
+
+@_typing.final
 class FeatureSpec(_message.Message):
     """What a model was trained on and how its inputs are built."""
 

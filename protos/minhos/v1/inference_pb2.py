@@ -27,39 +27,39 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from minhos.v1 import common_pb2 as minhos_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19minhos/v1/inference.proto\x12\tminhos.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16minhos/v1/common.proto\"f\n\x0ePredictRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x1c\n\x04\x62\x61rs\x18\x02 \x03(\x0b\x32\x0e.minhos.v1.Bar\x12&\n\x07\x63olumns\x18\x03 \x01(\x0b\x32\x15.minhos.v1.BarColumns\"Z\n\x0bModelOutput\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.minhos.v1.ModelKind\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0eprobability_up\x18\x03 \x01(\x01\"\x80\x03\n\x0fPredictResponse\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12,\n\x08\x62\x61r_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\tdirection\x18\x04 \x01(\x0e\x32\x14.minhos.v1.Direction\x12\x16\n\x0eprobability_up\x18\x05 \x01(\x01\x12\x12\n\nconfidence\x18\x06 \x01(\x01\x12$\n\x04lstm\x18\x07 \x01(\x0b\x32\x16.minhos.v1.ModelOutput\x12(\n\x08\x65nsemble\x18\x08 \x01(\x0b\x32\x16.minhos.v1.ModelOutput\x12\x11\n\tagreement\x18\t \x01(\x01\x12\x16\n\x0ekelly_fraction\x18\n \x01(\x01\x12\x15\n\rkelly_version\x18\x0b \x01(\t\x12\x31\n\x0eserver_latency\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\"<\n\rStreamRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x1b\n\x03\x62\x61r\x18\x02 \x01(\x0b\x32\x0e.minhos.v1.Bar\"\xb9\x01\n\x0eStreamResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12,\n\x08\x62\x61r_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nprediction\x18\x03 \x01(\x0b\x32\x1a.minhos.v1.PredictResponse\x12\x13\n\x0b\x62\x61rs_needed\x18\x04 \x01(\r\x12$\n\x08resolved\x18\x05 \x01(\x0b\x32\x12.minhos.v1.Outcome\"\xc0\x01\n\x07Outcome\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x17\n\x0frealized_return\x18\x02 \x01(\x01\x12.\n\x10\x61\x63tual_direction\x18\x03 \x01(\x0e\x32\x14.minhos.v1.Direction\x12\x0b\n\x03hit\x18\x04 \x01(\x08\x12\x17\n\x0fposition_return\x18\x05 \x01(\x01\x12/\n\x0bresolved_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"w\n\x14RecordOutcomeRequest\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x17\n\x0frealized_return\x18\x02 \x01(\x01\x12/\n\x0bresolved_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x15RecordOutcomeResponse\x12#\n\x07outcome\x18\x01 \x01(\x0b\x32\x12.minhos.v1.Outcome\x12\x18\n\x10\x61lready_recorded\x18\x02 \x01(\x08\"\x17\n\x15GetServingInfoRequest\"\x89\x01\n\x16GetServingInfoResponse\x12\x15\n\rbars_required\x18\x01 \x01(\r\x12\x15\n\rfeature_names\x18\x02 \x03(\t\x12)\n\x08\x64\x65ployed\x18\x03 \x03(\x0b\x32\x17.minhos.v1.ModelVersion\x12\x16\n\x0eserver_version\x18\x04 \x01(\t\"N\n\x16ListPredictionsRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x15\n\rresolved_only\x18\x03 \x01(\x08\"g\n\x10PredictionRecord\x12.\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.minhos.v1.PredictResponse\x12#\n\x07outcome\x18\x02 \x01(\x0b\x32\x12.minhos.v1.Outcome\"G\n\x17ListPredictionsResponse\x12,\n\x07records\x18\x01 \x03(\x0b\x32\x1b.minhos.v1.PredictionRecord2\xa3\x03\n\x10InferenceService\x12@\n\x07Predict\x12\x19.minhos.v1.PredictRequest\x1a\x1a.minhos.v1.PredictResponse\x12H\n\rPredictStream\x12\x18.minhos.v1.StreamRequest\x1a\x19.minhos.v1.StreamResponse(\x01\x30\x01\x12R\n\rRecordOutcome\x12\x1f.minhos.v1.RecordOutcomeRequest\x1a .minhos.v1.RecordOutcomeResponse\x12U\n\x0eGetServingInfo\x12 .minhos.v1.GetServingInfoRequest\x1a!.minhos.v1.GetServingInfoResponse\x12X\n\x0fListPredictions\x12!.minhos.v1.ListPredictionsRequest\x1a\".minhos.v1.ListPredictionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19minhos/v1/inference.proto\x12\tminhos.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16minhos/v1/common.proto\"\x87\x01\n\x0ePredictRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x1c\n\x04\x62\x61rs\x18\x02 \x03(\x0b\x32\x0e.minhos.v1.Bar\x12&\n\x07\x63olumns\x18\x03 \x01(\x0b\x32\x15.minhos.v1.BarColumns\x12\x1f\n\x03raw\x18\x04 \x01(\x0b\x32\x12.minhos.v1.RawBars\"Z\n\x0bModelOutput\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.minhos.v1.ModelKind\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0eprobability_up\x18\x03 \x01(\x01\"\x80\x03\n\x0fPredictResponse\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12,\n\x08\x62\x61r_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\tdirection\x18\x04 \x01(\x0e\x32\x14.minhos.v1.Direction\x12\x16\n\x0eprobability_up\x18\x05 \x01(\x01\x12\x12\n\nconfidence\x18\x06 \x01(\x01\x12$\n\x04lstm\x18\x07 \x01(\x0b\x32\x16.minhos.v1.ModelOutput\x12(\n\x08\x65nsemble\x18\x08 \x01(\x0b\x32\x16.minhos.v1.ModelOutput\x12\x11\n\tagreement\x18\t \x01(\x01\x12\x16\n\x0ekelly_fraction\x18\n \x01(\x01\x12\x15\n\rkelly_version\x18\x0b \x01(\t\x12\x31\n\x0eserver_latency\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\"<\n\rStreamRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x1b\n\x03\x62\x61r\x18\x02 \x01(\x0b\x32\x0e.minhos.v1.Bar\"\xb9\x01\n\x0eStreamResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12,\n\x08\x62\x61r_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nprediction\x18\x03 \x01(\x0b\x32\x1a.minhos.v1.PredictResponse\x12\x13\n\x0b\x62\x61rs_needed\x18\x04 \x01(\r\x12$\n\x08resolved\x18\x05 \x01(\x0b\x32\x12.minhos.v1.Outcome\"\xc0\x01\n\x07Outcome\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x17\n\x0frealized_return\x18\x02 \x01(\x01\x12.\n\x10\x61\x63tual_direction\x18\x03 \x01(\x0e\x32\x14.minhos.v1.Direction\x12\x0b\n\x03hit\x18\x04 \x01(\x08\x12\x17\n\x0fposition_return\x18\x05 \x01(\x01\x12/\n\x0bresolved_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"w\n\x14RecordOutcomeRequest\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x17\n\x0frealized_return\x18\x02 \x01(\x01\x12/\n\x0bresolved_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x15RecordOutcomeResponse\x12#\n\x07outcome\x18\x01 \x01(\x0b\x32\x12.minhos.v1.Outcome\x12\x18\n\x10\x61lready_recorded\x18\x02 \x01(\x08\"\x17\n\x15GetServingInfoRequest\"\x89\x01\n\x16GetServingInfoResponse\x12\x15\n\rbars_required\x18\x01 \x01(\r\x12\x15\n\rfeature_names\x18\x02 \x03(\t\x12)\n\x08\x64\x65ployed\x18\x03 \x03(\x0b\x32\x17.minhos.v1.ModelVersion\x12\x16\n\x0eserver_version\x18\x04 \x01(\t\"N\n\x16ListPredictionsRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x15\n\rresolved_only\x18\x03 \x01(\x08\"g\n\x10PredictionRecord\x12.\n\nprediction\x18\x01 \x01(\x0b\x32\x1a.minhos.v1.PredictResponse\x12#\n\x07outcome\x18\x02 \x01(\x0b\x32\x12.minhos.v1.Outcome\"G\n\x17ListPredictionsResponse\x12,\n\x07records\x18\x01 \x03(\x0b\x32\x1b.minhos.v1.PredictionRecord2\xa3\x03\n\x10InferenceService\x12@\n\x07Predict\x12\x19.minhos.v1.PredictRequest\x1a\x1a.minhos.v1.PredictResponse\x12H\n\rPredictStream\x12\x18.minhos.v1.StreamRequest\x1a\x19.minhos.v1.StreamResponse(\x01\x30\x01\x12R\n\rRecordOutcome\x12\x1f.minhos.v1.RecordOutcomeRequest\x1a .minhos.v1.RecordOutcomeResponse\x12U\n\x0eGetServingInfo\x12 .minhos.v1.GetServingInfoRequest\x1a!.minhos.v1.GetServingInfoResponse\x12X\n\x0fListPredictions\x12!.minhos.v1.ListPredictionsRequest\x1a\".minhos.v1.ListPredictionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'minhos.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PREDICTREQUEST']._serialized_start=129
-  _globals['_PREDICTREQUEST']._serialized_end=231
-  _globals['_MODELOUTPUT']._serialized_start=233
-  _globals['_MODELOUTPUT']._serialized_end=323
-  _globals['_PREDICTRESPONSE']._serialized_start=326
-  _globals['_PREDICTRESPONSE']._serialized_end=710
-  _globals['_STREAMREQUEST']._serialized_start=712
-  _globals['_STREAMREQUEST']._serialized_end=772
-  _globals['_STREAMRESPONSE']._serialized_start=775
-  _globals['_STREAMRESPONSE']._serialized_end=960
-  _globals['_OUTCOME']._serialized_start=963
-  _globals['_OUTCOME']._serialized_end=1155
-  _globals['_RECORDOUTCOMEREQUEST']._serialized_start=1157
-  _globals['_RECORDOUTCOMEREQUEST']._serialized_end=1276
-  _globals['_RECORDOUTCOMERESPONSE']._serialized_start=1278
-  _globals['_RECORDOUTCOMERESPONSE']._serialized_end=1364
-  _globals['_GETSERVINGINFOREQUEST']._serialized_start=1366
-  _globals['_GETSERVINGINFOREQUEST']._serialized_end=1389
-  _globals['_GETSERVINGINFORESPONSE']._serialized_start=1392
-  _globals['_GETSERVINGINFORESPONSE']._serialized_end=1529
-  _globals['_LISTPREDICTIONSREQUEST']._serialized_start=1531
-  _globals['_LISTPREDICTIONSREQUEST']._serialized_end=1609
-  _globals['_PREDICTIONRECORD']._serialized_start=1611
-  _globals['_PREDICTIONRECORD']._serialized_end=1714
-  _globals['_LISTPREDICTIONSRESPONSE']._serialized_start=1716
-  _globals['_LISTPREDICTIONSRESPONSE']._serialized_end=1787
-  _globals['_INFERENCESERVICE']._serialized_start=1790
-  _globals['_INFERENCESERVICE']._serialized_end=2209
+  _globals['_PREDICTREQUEST']._serialized_start=130
+  _globals['_PREDICTREQUEST']._serialized_end=265
+  _globals['_MODELOUTPUT']._serialized_start=267
+  _globals['_MODELOUTPUT']._serialized_end=357
+  _globals['_PREDICTRESPONSE']._serialized_start=360
+  _globals['_PREDICTRESPONSE']._serialized_end=744
+  _globals['_STREAMREQUEST']._serialized_start=746
+  _globals['_STREAMREQUEST']._serialized_end=806
+  _globals['_STREAMRESPONSE']._serialized_start=809
+  _globals['_STREAMRESPONSE']._serialized_end=994
+  _globals['_OUTCOME']._serialized_start=997
+  _globals['_OUTCOME']._serialized_end=1189
+  _globals['_RECORDOUTCOMEREQUEST']._serialized_start=1191
+  _globals['_RECORDOUTCOMEREQUEST']._serialized_end=1310
+  _globals['_RECORDOUTCOMERESPONSE']._serialized_start=1312
+  _globals['_RECORDOUTCOMERESPONSE']._serialized_end=1398
+  _globals['_GETSERVINGINFOREQUEST']._serialized_start=1400
+  _globals['_GETSERVINGINFOREQUEST']._serialized_end=1423
+  _globals['_GETSERVINGINFORESPONSE']._serialized_start=1426
+  _globals['_GETSERVINGINFORESPONSE']._serialized_end=1563
+  _globals['_LISTPREDICTIONSREQUEST']._serialized_start=1565
+  _globals['_LISTPREDICTIONSREQUEST']._serialized_end=1643
+  _globals['_PREDICTIONRECORD']._serialized_start=1645
+  _globals['_PREDICTIONRECORD']._serialized_end=1748
+  _globals['_LISTPREDICTIONSRESPONSE']._serialized_start=1750
+  _globals['_LISTPREDICTIONSRESPONSE']._serialized_end=1821
+  _globals['_INFERENCESERVICE']._serialized_start=1824
+  _globals['_INFERENCESERVICE']._serialized_end=2243
 # @@protoc_insertion_point(module_scope)

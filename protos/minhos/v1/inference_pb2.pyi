@@ -30,17 +30,22 @@ class PredictRequest(_message.Message):
     SYMBOL_FIELD_NUMBER: _builtins.int
     BARS_FIELD_NUMBER: _builtins.int
     COLUMNS_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     """Ticker of the instrument (1-32 characters: letters, digits, '.', '-', '^', '_')."""
     @_builtins.property
     def bars(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Bar]:
         """At least `bars_required` bars (see GetServingInfo; older extra bars are ignored), oldest first,
-        strictly increasing times. Set either `bars` or `columns`, not both.
+        strictly increasing times. Set exactly one of `bars`, `columns` and `raw`.
         """
 
     @_builtins.property
     def columns(self) -> _common_pb2.BarColumns:
         """The same window as columns (faster to send and to read)."""
+
+    @_builtins.property
+    def raw(self) -> _common_pb2.RawBars:
+        """The same window as little-endian buffers (the fastest form)."""
 
     def __init__(
         self,
@@ -48,10 +53,11 @@ class PredictRequest(_message.Message):
         symbol: _builtins.str = ...,
         bars: _abc.Iterable[_common_pb2.Bar] | None = ...,
         columns: _common_pb2.BarColumns | None = ...,
+        raw: _common_pb2.RawBars | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "raw", b"raw"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bars", b"bars", "columns", b"columns", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bars", b"bars", "columns", b"columns", "raw", b"raw", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
