@@ -20,7 +20,7 @@ imports the core).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -488,7 +488,3 @@ def signal_report(
         ic_late=decay[1],
         strategy=strategy_report(positions, r, times=times, periods_per_year=periods_per_year),
     )
-
-
-def prefixed(prefix: str, figures: Mapping[str, float]) -> dict[str, float]:
-    return {f"{prefix}_{k}": v for k, v in figures.items()}
