@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTO_SRC := $(wildcard protos/minhos/v1/*.proto protos/minhos/oip/v2/*.proto)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: study setup browser protos protos-check train evaluate serve replay dashboard demo screenshot test test-fast lint bench clean
+.PHONY: study setup browser protos protos-check train evaluate serve replay dashboard demo screenshot test test-fast lint bench reliability clean
 
 setup: $(STAMP)
 
@@ -73,6 +73,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m clients.bench
+
+# 16 clients mixing Predict, PredictStream and RecordOutcome for 60 s on a real server process, then
+# the fault, bad-input (10,000 generated cases) and auth suites; prints one table (README
+# "Reliability"). Serves the models of `make train` if deployed, else trains them once.
+reliability: $(STAMP)
+	$(PY) -m clients.reliability
 
 # Degradation detector on the real models: false alarms on the healthy test span, detection delay
 # when degraded (needs `make train` first).

@@ -49,7 +49,7 @@ def step(number: int, title: str) -> Iterator[None]:
     print(f"\n== [{number}/{STEPS}] {title}", flush=True)
     began = time.perf_counter()
     yield
-    print(f"   ({title}: {time.perf_counter() - began:.1f} s)", flush=True)
+    print(f"   [{number}/{STEPS}] took {time.perf_counter() - began:.1f} s", flush=True)
 
 
 def _free(host: str, port: int) -> bool:
@@ -127,7 +127,14 @@ def summary(client: MinhosClient) -> str:
         ("hit rate", f"{_pct(perf.hit_rate)} ({perf.hits} hits)"),
     ]
     for group in perf.by_agreement:
-        lines.append((f"  {group.name}", f"{_pct(group.hit_rate)} of {group.resolved} resolved"))
+        bound = (
+            f">= {group.min_agreement:.2f}"
+            if group.name == "high agreement"
+            else f"< {group.max_agreement:.2f}"
+        )
+        lines.append(
+            (f"  agreement {bound}", f"{_pct(group.hit_rate)} of {group.resolved} resolved")
+        )
     lines += [
         (
             "Kelly return",
@@ -230,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             children.append(subprocess.Popen([sys.executable, "-m", "server.main"], env=env))
             with MinhosClient(target) as client:
                 client.wait_ready(timeout=30)
-        with step(4, f"replaying the test span from {DEFAULT_START} at {args.speed:g} bars/s"):
+        pace = f"{args.speed:g} bars/s" if args.speed > 0 else "full speed"
+        with step(4, f"replaying the test span from {DEFAULT_START} at {pace}"):
             replay_args = ["--target", target, "--speed", str(args.speed)]
             if args.limit:
                 replay_args += ["--limit", str(args.limit)]

@@ -10,6 +10,7 @@ it: acknowledge, retrain, roll back.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Sequence
 
@@ -46,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8050)
     parser.add_argument("--refresh-ms", type=int, default=REFRESH_MS)
     args = parser.parse_args(argv)
+    # The page polls: one request line per refresh would bury everything else the log says.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     client = MinhosClient(
         args.target,
         token=args.token,

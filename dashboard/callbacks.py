@@ -5,6 +5,7 @@ alerts, queue retraining, roll back after confirmation, and page through the lis
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from dashboard.widgets import PAGE_SIZE, page_count
 from minhos.v1 import common_pb2, retrain_pb2
 
 Clock = Callable[[], dt.datetime]
+log = logging.getLogger("minhos.dashboard")
 
 #: What a refresh redraws from a snapshot, in the order of the callback's outputs.
 PANELS: tuple[tuple[str, str], ...] = (
@@ -150,6 +152,7 @@ def connection_line(
 
 def register(app: Dash, client: MinhosClient, target: str, clock: Clock = utcnow) -> None:
     @app.callback(
+        Output("tick", "n_intervals"),
         Output("connection", "children"),
         Output("down-banner", "children"),
         Output("errors", "children"),
@@ -163,15 +166,21 @@ def register(app: Dash, client: MinhosClient, target: str, clock: Clock = utcnow
         State("connection-state", "data"),
     )
     def refresh(*args: Any) -> tuple[Any, ...]:
+        """Redraws the page and re-arms the tick (n_intervals back to 0), whatever happens."""
         pages = dict(zip(PAGED_TABLES, args[4 : 4 + len(PAGED_TABLES)], strict=True))
         state = args[-1] or {}
         snap = snapshot.fetch(client)
         status, banner, new_state = connection_line(target, snap, state, clock())
         if snap.down:
-            return (status, banner, no_update, new_state, *(no_update for _ in PANELS))
-        panels = panels_of(snap, {k: int(v or 0) for k, v in pages.items()})
+            return (0, status, banner, no_update, new_state, *(no_update for _ in PANELS))
+        try:
+            panels = panels_of(snap, {k: int(v or 0) for k, v in pages.items()})
+        except Exception as exc:  # a drawing bug must not stop the refreshes
+            log.exception("drawing the panels failed")
+            error = html.Div(f"the dashboard failed to draw the panels: {exc!r}")
+            return (0, status, banner, [error], new_state, *(no_update for _ in PANELS))
         errors = [html.Div(e) for e in snap.errors]
-        return (status, banner, errors, new_state, *(panels[key] for key in PANELS))
+        return (0, status, banner, errors, new_state, *(panels[key] for key in PANELS))
 
     for table_id in PAGED_TABLES:
         _register_pager(app, table_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from typing import Any
 
@@ -35,7 +34,3 @@ def when(stamp: Timestamp, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 def day(stamp: Timestamp) -> str:
     return when(stamp, "%Y-%m-%d")
-
-
-def datetime_of(stamp: Timestamp) -> dt.datetime:
-    return stamp.ToDatetime()

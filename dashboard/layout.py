@@ -48,6 +48,7 @@ h4 { margin: 2px 0 6px; }
 .pager { margin: 4px 0; } .pager-button { margin-right: 6px; }
 .row { display: flex; gap: 14px; flex-wrap: wrap; }
 .row > div { flex: 1; min-width: 440px; }
+.row > .narrow { flex: 1; min-width: 320px; } .row > .wide { flex: 2; }
 .bar { position: relative; width: 110px; height: 16px; background: #eee; border-radius: 3px; }
 .bar-fill { position: absolute; left: 0; top: 0; bottom: 0; background: #7aa6d8;
   border-radius: 3px; }
@@ -106,7 +107,10 @@ def page(target: str, refresh_ms: int) -> html.Div:
                 [
                     html.Div(id="down-banner"),
                     html.Div(id="errors", className="errors"),
-                    dcc.Interval(id="tick", interval=refresh_ms),
+                    # One tick at a time, re-armed by each refresh when it is done: a slow server
+                    # delays the next refresh instead of piling requests up (Dash drops all but
+                    # the newest answer, so piled-up refreshes would never show anything).
+                    dcc.Interval(id="tick", interval=refresh_ms, max_intervals=1),
                     dcc.Store(id="connection-state", data={}),
                     dcc.Store(id="rollback-targets", data={}),
                     dcc.Store(id="row-counts", data={}),
@@ -115,7 +119,10 @@ def page(target: str, refresh_ms: int) -> html.Div:
                         "Health",
                         html.Div(id="health-cards"),
                         html.Div(
-                            [html.Div(graph("health-graph")), html.Div(graph("subscores-graph"))],
+                            [
+                                html.Div(graph("health-graph"), className="narrow"),
+                                html.Div(graph("subscores-graph"), className="wide"),
+                            ],
                             className="row",
                         ),
                         html.Div(id="components"),

@@ -29,6 +29,7 @@ from export.data import MarketData, load_csv, load_sp500
 from export.ensemble import EnsembleSettings
 from export.lstm import LSTMSettings
 from export.onnx_export import ParityError, check_parity, run_ensemble, run_lstm, session
+from export.serving_graph import graph_for_challenger
 from export.split import Split, trailing_split
 from export.train import Dataset, Fitted, TrainSettings, fit_ensemble, fit_kelly, fit_lstm
 from server.core.bars import validate_ohlcv
@@ -38,7 +39,7 @@ from server.core.fusion import fuse
 from server.core.scoring import Scores, gate_decision, score
 from server.core.signal_report import kelly_positions, signal_report
 from server.storage import jobs, queries
-from server.storage.registry import IntegrityError, ModelRepository, RegistryError
+from server.storage.registry import IntegrityError, ModelRepository, RegistryError, new_version
 from server.storage.schema import (
     close_database,
     open_database,
@@ -382,14 +383,21 @@ def run_job(job_id: str, config: Config, repository: ModelRepository) -> str:
         jobs.transition(job_id, "rejected", utcnow(), reason=f"parity check failed: {exc}")
         return "rejected"
     seconds = time.perf_counter() - began
+    version = new_version()
+    # The one-run serving graph of the challenger with the deployed counterpart, beside it.
+    graph = graph_for_challenger(repository, kind, version, fitted.payload, fitted.feature_spec)
+    info = {**fitted.info, "job": job_id, "held_out": list(holdout.span)}
     manifest = repository.publish(
         kind,
         fitted.payload,
         file=fitted.file,
         feature_spec=fitted.feature_spec,
         metrics={**fitted.metrics, "retrain_seconds": seconds},
-        info={**fitted.info, "job": job_id, "held_out": list(holdout.span)},
+        info=info if graph is None else graph.info_for(kind, info),
+        version=version,
     )
+    if graph is not None:
+        graph.write(repository)
     challenger = manifest.version
     jobs.transition(
         job_id,

@@ -42,6 +42,7 @@ from export.onnx_export import (
     run_lstm,
     session,
 )
+from export.serving_graph import graph_for_set
 from export.split import IndexArray, Split, walk_forward_split
 from server.core import features as F
 from server.core.calibrator import KellyComponent, fit_kelly_component
@@ -344,6 +345,8 @@ def publish_set(
 ) -> dict[str, Manifest]:
     """Registers a set trained together, then deploys it in one transaction (deploying kind by
     kind let the server's poller load a mix that was never validated together)."""
+    # The pair's one-run serving graph goes beside the LSTM, written before the set can deploy.
+    graph, versions = graph_for_set(models, versions)
     manifests = {
         fitted.kind: repository.publish(
             fitted.kind,
@@ -351,11 +354,13 @@ def publish_set(
             file=fitted.file,
             feature_spec=fitted.feature_spec,
             metrics=fitted.metrics,
-            info=fitted.info,
+            info=fitted.info if graph is None else graph.info_for(fitted.kind, fitted.info),
             version=versions.get(fitted.kind),
         )
         for fitted in models
     }
+    if graph is not None:
+        graph.write(repository)
     if deploy:
         repository.deploy_set({kind: m.version for kind, m in manifests.items()})
     return manifests

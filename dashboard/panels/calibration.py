@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import plotly.graph_objects as go
 from dash import html
 
 from dashboard.formatting import enum_name, number
 from dashboard.panels import colors
-from dashboard.widgets import empty_figure, figure_layout
+from dashboard.widgets import Figure, empty_figure, figure
 from minhos.v1 import calibration_pb2
 
 SOURCE_COLOR = {"fused": colors.SERIES["fusion"], "lstm": colors.SERIES["lstm"]}
@@ -31,13 +30,13 @@ def zoom(values: Sequence[float], pad: float = 0.02) -> tuple[float, float]:
     return max(0.0, lo - margin), min(1.0, hi + margin)
 
 
-def reliability_figure(reports: Sequence[calibration_pb2.CalibrationReport]) -> go.Figure:
+def reliability_figure(reports: Sequence[calibration_pb2.CalibrationReport]) -> Figure:
     title = "Reliability: predicted P(up) against the observed frequency of up"
     populated = [(r, [b for b in r.bins if b.count]) for r in reports]
     if not any(bins for _, bins in populated):
         return empty_figure(title, "no resolved predictions yet", height=340)
-    fig = go.Figure()
     largest = max(b.count for _, bins in populated for b in bins)
+    data: list[Figure] = []
     xs: list[float] = []
     ys: list[float] = []
     for r, bins in populated:
@@ -49,77 +48,84 @@ def reliability_figure(reports: Sequence[calibration_pb2.CalibrationReport]) -> 
         xs += x
         ys += y
         fused = source == "fused"
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=y,
-                mode="lines+markers+text" if fused else "lines+markers",
-                name=f"{source} (ECE {number(r.ece, 3)}, n={r.count})",
-                text=[f"n={b.count}" for b in bins] if fused else None,
-                textposition="top center",
-                textfont={"size": 10},
-                marker={"size": [8 + 16 * (b.count / largest) ** 0.5 for b in bins]},
-                line={"width": 2 if fused else 1, "color": SOURCE_COLOR.get(source)},
-                opacity=1.0 if fused else 0.6,
-                customdata=[b.count for b in bins],
-                hovertemplate="predicted %{x:.3f}, observed %{y:.3f}, n=%{customdata}"
-                f"<extra>{source}</extra>",
-            )
-        )
+        trace: Figure = {
+            "type": "scatter",
+            "x": x,
+            "y": y,
+            "mode": "lines+markers+text" if fused else "lines+markers",
+            "name": f"{source} (ECE {number(r.ece, 3)}, n={r.count})",
+            "textposition": "top center",
+            "textfont": {"size": 10},
+            # Marker area follows the bin's count: the eye should weigh the big bins.
+            "marker": {"size": [8 + 16 * (b.count / largest) ** 0.5 for b in bins]},
+            "line": {"width": 2 if fused else 1, "color": SOURCE_COLOR.get(source, "#2ca02c")},
+            "opacity": 1.0 if fused else 0.6,
+            "customdata": [b.count for b in bins],
+            "hovertemplate": "predicted %{x:.3f}, observed %{y:.3f}, n=%{customdata}"
+            f"<extra>{source}</extra>",
+        }
+        if fused:
+            trace["text"] = [f"n={b.count}" for b in bins]
+        data.append(trace)
     lo, hi = zoom(xs + ys)
-    fig.add_trace(
-        go.Scatter(
-            x=[lo, hi],
-            y=[lo, hi],
-            mode="lines",
-            name="perfectly calibrated",
-            line={"dash": "dot", "color": "#999"},
-        )
+    data.append(
+        {
+            "type": "scatter",
+            "x": [lo, hi],
+            "y": [lo, hi],
+            "mode": "lines",
+            "name": "perfectly calibrated",
+            "line": {"dash": "dot", "color": "#999"},
+        }
     )
-    fig.update_xaxes(range=[lo, hi], title_text="mean predicted P(up) in the bin")
-    fig.update_yaxes(range=[lo, hi], title_text="observed frequency of up")
-    return figure_layout(
-        fig, title, height=340, legend={"font": {"size": 10}, "y": -0.25, "orientation": "h"}
+    return figure(
+        data,
+        title,
+        340,
+        xaxis={"range": [lo, hi], "title": {"text": "mean predicted P(up) in the bin"}},
+        yaxis={"range": [lo, hi], "title": {"text": "observed frequency of up"}},
+        legend={"font": {"size": 10}, "y": -0.25, "orientation": "h"},
     )
 
 
-def zones_figure(reports: Sequence[calibration_pb2.CalibrationReport]) -> go.Figure:
+def zones_figure(reports: Sequence[calibration_pb2.CalibrationReport]) -> Figure:
     title = "Fused accuracy by confidence zone"
     fused = next((r for r in reports if source_name(r.source) == "fused"), None)
     if fused is None or not any(z.count for z in fused.zones):
         return empty_figure(title, "no resolved predictions yet", height=340)
+    zones = list(fused.zones)
     names = [
         enum_name(calibration_pb2.ConfidenceZone, z.zone, "CONFIDENCE_ZONE_")
         + f"<br>{z.lower:.2f}–{z.upper:.2f}"
-        for z in fused.zones
+        for z in zones
     ]
-    fig = go.Figure()
-    fig.add_trace(
-        go.Bar(
-            x=names,
-            y=[z.accuracy if z.count else 0.0 for z in fused.zones],
-            text=[
-                f"{number(z.accuracy)}<br>n={z.count}" if z.count else "n=0" for z in fused.zones
-            ],
-            textposition=["inside" if z.count else "outside" for z in fused.zones],
-            insidetextanchor="start",
-            textfont={"color": ["white" if z.count else "#333" for z in fused.zones]},
-            name="accuracy",
-            marker={"color": colors.SERIES["fusion"]},
-        )
+    bars: Figure = {
+        "type": "bar",
+        "x": names,
+        "y": [z.accuracy if z.count else 0.0 for z in zones],
+        "text": [f"{number(z.accuracy)}<br>n={z.count}" if z.count else "n=0" for z in zones],
+        "textposition": ["inside" if z.count else "outside" for z in zones],
+        "insidetextanchor": "start",
+        "textfont": {"color": ["white" if z.count else "#333" for z in zones]},
+        "name": "accuracy",
+        "marker": {"color": colors.SERIES["fusion"]},
+    }
+    confidence: Figure = {
+        "type": "scatter",
+        "x": names,
+        "y": [z.mean_confidence if z.count else None for z in zones],
+        "mode": "markers",
+        "name": "mean confidence",
+        "marker": {"symbol": "line-ew-open", "size": 28, "line": {"width": 3, "color": "#d62728"}},
+    }
+    top = max([z.accuracy for z in zones if z.count] + [z.upper for z in zones])
+    return figure(
+        [bars, confidence],
+        title,
+        340,
+        yaxis={"range": [0, min(1.0, top + 0.15)], "title": {"text": "share of right directions"}},
+        legend={"orientation": "h", "y": -0.25},
     )
-    fig.add_trace(
-        go.Scatter(
-            x=names,
-            y=[z.mean_confidence if z.count else None for z in fused.zones],
-            mode="markers",
-            name="mean confidence",
-            marker={"symbol": "line-ew-open", "size": 28, "line": {"width": 3, "color": "#333"}},
-        )
-    )
-    top = max([z.accuracy for z in fused.zones if z.count] + [z.upper for z in fused.zones])
-    fig.update_yaxes(range=[0, min(1.0, top + 0.15)], title_text="share of right directions")
-    return figure_layout(fig, title, height=340, legend={"orientation": "h", "y": -0.25})
 
 
 def calibration_notes(reports: Sequence[calibration_pb2.CalibrationReport]) -> list[Any]:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import plotly.graph_objects as go
 from dash import html
 
 from dashboard.formatting import enum_name, number, percent
 from dashboard.panels import colors
-from dashboard.widgets import card, cards, figure_layout, table
+from dashboard.widgets import Figure, card, cards, figure, table
 from minhos.v1 import common_pb2, monitoring_pb2
 
 SUBSCORE_ORDER = ("accuracy", "confidence", "agreement", "error_rate")
@@ -30,33 +29,30 @@ def component_name(value: int) -> str:
     return enum_name(common_pb2.Component, value, "COMPONENT_")
 
 
-def gauge_figure(reply: monitoring_pb2.GetHealthResponse) -> go.Figure:
+def gauge_figure(reply: monitoring_pb2.GetHealthResponse) -> Figure:
     """The overall score on a gauge banded by the server's warning and critical levels."""
     warn, critical = _bands(reply)
     status = status_name(reply.status)
-    fig = go.Figure(
-        go.Indicator(
-            mode="gauge+number",
-            value=reply.health_score if not math.isnan(reply.health_score) else 0.0,
-            number={"suffix": " / 100", "valueformat": ".0f"},
-            title={"text": f"health: <b>{status}</b>", "font": {"size": 15}},
-            gauge={
-                "axis": {"range": [0, 100], "tickvals": [0, critical, warn, 100]},
-                "bar": {"color": colors.STATUS.get(status, colors.STATUS["unknown"])},
-                "steps": [
-                    {"range": [0, critical], "color": colors.BAND["unhealthy"]},
-                    {"range": [critical, warn], "color": colors.BAND["degraded"]},
-                    {"range": [warn, 100], "color": colors.BAND["healthy"]},
-                ],
-            },
-        )
-    )
-    return figure_layout(
-        fig, "Health score", height=300, margin={"l": 30, "r": 30, "t": 60, "b": 10}
-    )
+    gauge = {
+        "type": "indicator",
+        "mode": "gauge+number",
+        "value": reply.health_score if not math.isnan(reply.health_score) else 0.0,
+        "number": {"suffix": " / 100", "valueformat": ".0f"},
+        "title": {"text": f"health: <b>{status}</b>", "font": {"size": 15}},
+        "gauge": {
+            "axis": {"range": [0, 100], "tickvals": [0, critical, warn, 100]},
+            "bar": {"color": colors.STATUS.get(status, colors.STATUS["unknown"])},
+            "steps": [
+                {"range": [0, critical], "color": colors.BAND["unhealthy"]},
+                {"range": [critical, warn], "color": colors.BAND["degraded"]},
+                {"range": [warn, 100], "color": colors.BAND["healthy"]},
+            ],
+        },
+    }
+    return figure([gauge], "Health score", 300, margin={"l": 30, "r": 30, "t": 60, "b": 10})
 
 
-def subscores_figure(reply: monitoring_pb2.GetHealthResponse) -> go.Figure:
+def subscores_figure(reply: monitoring_pb2.GetHealthResponse) -> Figure:
     """Each component's score and the sub-scores it is the weighted mean of."""
     warn, critical = _bands(reply)
     components: list[str] = []
@@ -72,24 +68,39 @@ def subscores_figure(reply: monitoring_pb2.GetHealthResponse) -> go.Figure:
                 components.append(name)
                 parts.append(sub.replace("_", " "))
                 values.append(c.subscores[sub])
-    fig = go.Figure(
-        go.Bar(
-            x=values,
-            y=[components, parts],
-            orientation="h",
-            marker={"color": [colors.for_score(v, warn, critical) for v in values]},
-            text=[number(v, 0) for v in values],
-            textposition="inside",
-            textangle=0,
-            insidetextanchor="end",
-            hovertemplate="%{y}: %{x:.1f}<extra></extra>",
-        )
+    bars = {
+        "type": "bar",
+        "orientation": "h",
+        "x": values,
+        "y": [components, parts],
+        "marker": {"color": [colors.for_score(v, warn, critical) for v in values]},
+        "text": [number(v, 0) for v in values],
+        "textposition": "inside",
+        "textangle": 0,
+        "insidetextanchor": "end",
+        "hovertemplate": "%{y}: %{x:.1f}<extra></extra>",
+    }
+    levels = [
+        {
+            "type": "line",
+            "x0": level,
+            "x1": level,
+            "y0": 0,
+            "y1": 1,
+            "xref": "x",
+            "yref": "paper",
+            "line": {"dash": "dot", "color": "#666"},
+        }
+        for level in (critical, warn)
+    ]
+    return figure(
+        [bars],
+        "Components and sub-scores",
+        max(300, 20 * len(values) + 90),
+        xaxis={"range": [0, 100], "title": {"text": "0-100; dotted: critical and warning levels"}},
+        yaxis={"autorange": "reversed", "tickfont": {"size": 11}},
+        shapes=levels,
     )
-    fig.update_xaxes(range=[0, 100], title_text="0-100; dotted: critical and warning levels")
-    fig.update_yaxes(autorange="reversed", tickfont={"size": 11})
-    for level in (critical, warn):
-        fig.add_vline(x=level, line={"dash": "dot", "color": "#666"})
-    return figure_layout(fig, "Components and sub-scores", height=max(300, 20 * len(values) + 90))
 
 
 def headline_cards(reply: monitoring_pb2.GetHealthResponse) -> html.Div:

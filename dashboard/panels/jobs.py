@@ -14,6 +14,13 @@ from minhos.v1 import common_pb2, retrain_pb2
 
 
 def jobs_table(jobs: Sequence[retrain_pb2.Job], page: int) -> html.Div:
+    if not jobs:
+        return html.Div(
+            "No retraining job yet: schedules, the degradation detector and the Retrain buttons "
+            "queue them.",
+            id="jobs-table",
+            className="note",
+        )
     rows: list[list[Any]] = []
     for j in jobs:
         job_state = enum_name(retrain_pb2.JobState, j.state, "JOB_STATE_")

@@ -3,12 +3,11 @@ fitted) and how it sized the newest predictions (share above zero, distribution 
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
 from dash import html
 
 from dashboard.formatting import number, percent, when
 from dashboard.panels import colors
-from dashboard.widgets import empty_figure, figure_layout, table
+from dashboard.widgets import Figure, empty_figure, figure, table
 from minhos.v1 import monitoring_pb2
 
 
@@ -29,22 +28,29 @@ def kelly_facts(reply: monitoring_pb2.GetKellyStatusResponse) -> html.Div:
     return table("kelly-table", ("", "Kelly component"), [list(r) for r in rows])
 
 
-def stakes_figure(reply: monitoring_pb2.GetKellyStatusResponse) -> go.Figure:
+def stakes_figure(reply: monitoring_pb2.GetKellyStatusResponse) -> Figure:
     title = "Stakes of the newest predictions"
     if not reply.predictions:
         return empty_figure(title, "no predictions sized by this version yet", height=300)
     unsized = reply.predictions - sum(b.count for b in reply.stakes)
     labels = ["0 (no edge)"] + [f"{b.lower:.1%}–{b.upper:.1%}" for b in reply.stakes]
     counts = [unsized] + [b.count for b in reply.stakes]
-    fig = go.Figure(
-        go.Bar(
-            x=labels,
-            y=counts,
-            text=[str(c) if c else "" for c in counts],
-            textposition="outside",
-            marker={"color": ["#bbb"] + [colors.SERIES["kelly"]] * len(reply.stakes)},
-        )
+    bars: Figure = {
+        "type": "bar",
+        "x": labels,
+        "y": counts,
+        "text": [str(c) if c else "" for c in counts],
+        "textposition": "outside",
+        "marker": {"color": ["#bbb"] + [colors.SERIES["kelly"]] * len(reply.stakes)},
+    }
+    return figure(
+        [bars],
+        title,
+        300,
+        xaxis={
+            "title": {"text": "stake (share of capital)"},
+            "tickangle": -40,
+            "tickfont": {"size": 10},
+        },
+        yaxis={"title": {"text": "predictions"}, "range": [0, max(counts) * 1.2 + 1]},
     )
-    fig.update_xaxes(title_text="stake (share of capital)", tickangle=-40, tickfont={"size": 10})
-    fig.update_yaxes(title_text="predictions", range=[0, max(counts) * 1.2 + 1])
-    return figure_layout(fig, title, height=300)

@@ -4,12 +4,13 @@ the latency anomaly level) drawn beside them."""
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+from typing import Any
 
-from dashboard.formatting import datetime_of, enum_name
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from dashboard.formatting import enum_name
 from dashboard.panels import colors
-from dashboard.widgets import empty_figure, figure_layout
+from dashboard.widgets import Figure, empty_figure, figure
 from minhos.v1 import common_pb2, monitoring_pb2
 
 #: (title, metrics drawn in it, y-axis format).
@@ -39,62 +40,89 @@ def _label(s: monitoring_pb2.MetricSeries) -> str:
     return {"latency_p50_ms": "p50", "latency_p99_ms": "p99"}.get(s.metric, s.metric)
 
 
-def trends_figure(reply: monitoring_pb2.GetMetricSeriesResponse) -> go.Figure:
+def _axis(col: int, name: str) -> str:
+    """plotly's axis names: "x", "x2", ... (the layout's keys: "xaxis", "xaxis2", ...)."""
+    return name if col == 1 else f"{name}{col}"
+
+
+def _time(stamp: Timestamp) -> str:
+    return stamp.ToDatetime().isoformat()
+
+
+def _traces(s: monitoring_pb2.MetricSeries, col: int, fmt: str) -> list[Figure]:
+    times = [_time(p.time) for p in s.points]
+    component = _component(s)
+    judged = (s.metric, component) in JUDGED or s.metric == "latency_p50_ms"
+    if s.metric == "accuracy":
+        color = colors.SERIES.get(component, "#1f77b4")
+    else:
+        color = "#1f77b4" if judged else "#ff7f0e"
+    axes = {"xaxis": _axis(col, "x"), "yaxis": _axis(col, "y"), "showlegend": False}
+    out: list[Figure] = [
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": times,
+            "y": [p.value for p in s.points],
+            "customdata": [p.count for p in s.points],
+            "name": _label(s),
+            "line": {"color": color, "width": 2 if judged else 1},
+            "hovertemplate": f"%{{x|%Y-%m-%d}}: %{{y:{fmt}}} (n=%{{customdata}})"
+            f"<extra>{_label(s)}</extra>",
+            **axes,
+        }
+    ]
+    if not judged:
+        return out
+    for line in s.thresholds:
+        severity = (
+            enum_name(monitoring_pb2.Severity, line.severity, "SEVERITY_") if line.severity else ""
+        )
+        out.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": times,
+                "y": list(line.values),
+                "name": line.name,
+                "line": {**LINE_STYLE.get(severity, LINE_STYLE[""]), "width": 1},
+                "hovertemplate": f"%{{y:{fmt}}}<extra>{line.name}</extra>",
+                **axes,
+            }
+        )
+    return out
+
+
+def trends_figure(reply: monitoring_pb2.GetMetricSeriesResponse) -> Figure:
     title = f"Trends: rolling over the last {reply.window} predictions"
     if not any(len(s.points) for s in reply.series):
-        return empty_figure(title, "no predictions yet", height=280)
-    fig = make_subplots(
-        rows=1, cols=len(CHARTS), subplot_titles=[c[0] for c in CHARTS], horizontal_spacing=0.06
-    )
-    for col, (_, metrics, fmt) in enumerate(CHARTS, start=1):
+        return empty_figure(title, "no predictions yet", height=300)
+    gap = 0.05
+    width = (1 - gap * (len(CHARTS) - 1)) / len(CHARTS)
+    data: list[Figure] = []
+    layout: dict[str, Any] = {"annotations": []}
+    for col, (chart, metrics, fmt) in enumerate(CHARTS, start=1):
+        left = (col - 1) * (width + gap)
+        layout[f"xaxis{'' if col == 1 else col}"] = {
+            "domain": [left, left + width],
+            "anchor": _axis(col, "y"),
+            "type": "date",
+        }
+        layout[f"yaxis{'' if col == 1 else col}"] = {"anchor": _axis(col, "x"), "tickformat": fmt}
+        layout["annotations"].append(
+            {
+                "text": chart,
+                "x": left + width / 2,
+                "y": 1.0,
+                "xref": "paper",
+                "yref": "paper",
+                "xanchor": "center",
+                "yanchor": "bottom",
+                "showarrow": False,
+                "font": {"size": 12},
+            }
+        )
         for s in reply.series:
-            if s.metric not in metrics:
-                continue
-            times = [datetime_of(p.time) for p in s.points]
-            component = _component(s)
-            judged = (s.metric, component) in JUDGED or s.metric == "latency_p50_ms"
-            fig.add_trace(
-                go.Scatter(
-                    x=times,
-                    y=[p.value for p in s.points],
-                    customdata=[p.count for p in s.points],
-                    name=_label(s),
-                    mode="lines",
-                    line={
-                        "color": colors.SERIES.get(component, "#1f77b4")
-                        if s.metric == "accuracy"
-                        else ("#1f77b4" if judged else "#ff7f0e"),
-                        "width": 2 if judged else 1,
-                    },
-                    hovertemplate=f"%{{x|%Y-%m-%d}}: %{{y:{fmt}}} (n=%{{customdata}})"
-                    f"<extra>{_label(s)}</extra>",
-                    legendgroup=f"c{col}",
-                    showlegend=False,
-                ),
-                row=1,
-                col=col,
-            )
-            if not judged:
-                continue
-            for line in s.thresholds:
-                severity = (
-                    enum_name(monitoring_pb2.Severity, line.severity, "SEVERITY_")
-                    if line.severity
-                    else ""
-                )
-                fig.add_trace(
-                    go.Scatter(
-                        x=times,
-                        y=list(line.values),
-                        name=line.name,
-                        mode="lines",
-                        line={**LINE_STYLE.get(severity, LINE_STYLE[""]), "width": 1},
-                        hovertemplate=f"%{{y:{fmt}}}<extra>{line.name}</extra>",
-                        showlegend=False,
-                    ),
-                    row=1,
-                    col=col,
-                )
-        fig.update_yaxes(tickformat=fmt, row=1, col=col)
-    fig.update_annotations(font={"size": 12})
-    return figure_layout(fig, title, height=300, margin={"l": 50, "r": 20, "t": 70, "b": 40})
+            if s.metric in metrics:
+                data += _traces(s, col, fmt)
+    return figure(data, title, 300, margin={"l": 50, "r": 20, "t": 70, "b": 40}, **layout)

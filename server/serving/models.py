@@ -3,6 +3,12 @@
 A request reads :attr:`ModelHolder.current` once and uses that one :class:`ModelSet` to the end, so
 a swap (a single reference assignment, atomic under the GIL) can never mix two versions in one
 response, and no request waits for a load: the new set is loaded and verified before it is swapped.
+
+A set whose LSTM or ensemble version carries the serving graph of exactly the deployed pair
+(export/serving_graph.py: bars -> features -> both models, composed at publication) scores a request
+in that one ``session.run``, which releases the GIL for the whole of it; otherwise it computes the
+features in numpy and runs the two sessions. Both give the same probabilities (a parity test holds
+the graph to server/core/features.py and to the sessions); fusion and Kelly sizing follow in numpy.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from server.core.features import bars_required, window_features_batch
 from server.core.fusion import Fused, fuse
 from server.core.kelly import size_positions
 from server.core.manifest import KINDS, Manifest
-from server.storage.registry import ModelNotFoundError, ModelRepository
+from server.storage import queries
+from server.storage.registry import ModelNotFoundError, ModelRepository, sha256_bytes
 
 log = logging.getLogger("minhos.inference")
 FloatArray = npt.NDArray[np.float64]
@@ -30,6 +37,12 @@ FloatArray = npt.NDArray[np.float64]
 INPUT = "features"  # the names export/onnx_export.py gives the graphs
 LSTM_OUTPUT = "probability_up"
 ENSEMBLE_OUTPUT = "probabilities"
+# The serving graph, as export/serving_graph.py writes it and names its parts.
+SERVING_FILE = "serving.onnx"
+SERVING_INFO = "serving_graph"
+BARS = "bars"
+P_LSTM = "p_lstm"
+P_ENSEMBLE = "p_ensemble"
 
 
 def _session(payload: bytes) -> ort.InferenceSession:
@@ -58,7 +71,11 @@ class ModelSet:
     """One immutable set of deployed versions, ready to score."""
 
     def __init__(
-        self, manifests: dict[str, Manifest], payloads: dict[str, bytes], config: Config
+        self,
+        manifests: dict[str, Manifest],
+        payloads: dict[str, bytes],
+        config: Config,
+        serving: bytes | None = None,
     ) -> None:
         self.manifests = manifests
         self.versions = {kind: m.version for kind, m in manifests.items()}
@@ -74,10 +91,45 @@ class ModelSet:
         self._lstm = _session(payloads["lstm"])
         self._ensemble = _session(payloads["ensemble"])
         self.kelly = KellyComponent.from_json(payloads["kelly"].decode())
+        self._serving = None if serving is None else self._serving_session(serving)
+
+    @property
+    def one_run(self) -> bool:
+        """True when :meth:`score` runs the serving graph (else numpy features and two runs)."""
+        return self._serving is not None
+
+    def _serving_session(self, payload: bytes) -> ort.InferenceSession | None:
+        """The serving graph's session, or None (logged) when it does not load or does not take
+        this set's bars: the set then scores by its parts, as a set without the graph does."""
+        try:
+            session = _session(payload)
+        except Exception as exc:  # onnxruntime raises its own unrelated exception types
+            log.error("serving graph does not load; scoring by the parts: %s", exc)
+            return None
+        inputs = {i.name: i.shape for i in session.get_inputs()}
+        outputs = {o.name for o in session.get_outputs()}
+        shape = inputs.get(BARS)
+        if (
+            shape is None
+            or shape[1:] != [self.bars_required, 5]
+            or not {P_LSTM, P_ENSEMBLE} <= outputs
+        ):
+            log.error(
+                "serving graph takes %s and gives %s, not (batch, %d, 5) bars; scoring by the parts",
+                inputs,
+                sorted(outputs),
+                self.bars_required,
+            )
+            return None
+        return session
 
     def score(self, windows: FloatArray) -> Scored:
-        """``windows``: (batch, bars_required, 5) OHLCV, already validated."""
-        return self.score_features(window_features_batch(windows, self.window))
+        """``windows``: (batch, >= bars_required, 5) OHLCV, already validated."""
+        if self._serving is None:
+            return self.score_features(window_features_batch(windows, self.window))
+        bars = np.ascontiguousarray(windows[:, -self.bars_required :], dtype=np.float64)
+        p_lstm, p_ens = self._serving.run([P_LSTM, P_ENSEMBLE], {BARS: bars})
+        return self._scored(p_lstm, p_ens)
 
     def score_features(self, sequences: FloatArray) -> Scored:
         """``sequences``: (batch, window, F) feature vectors, oldest first (a stream keeps them
@@ -90,6 +142,9 @@ class ModelSet:
         p_ens = np.asarray(
             self._ensemble.run([ENSEMBLE_OUTPUT], {INPUT: rows})[0], dtype=np.float64
         )[:, 1]
+        return self._scored(p_lstm, p_ens)
+
+    def _scored(self, p_lstm: FloatArray, p_ens: FloatArray) -> Scored:
         fused = fuse(p_lstm, p_ens, self.config.fusion)
         kelly = size_positions(fused.probability_up, fused.direction, self.kelly, self.config.kelly)
         return Scored(p_lstm, p_ens, fused, kelly, self.versions)
@@ -105,7 +160,38 @@ def load_model_set(
     payloads: dict[str, bytes] = {}
     for kind in KINDS:
         manifests[kind], payloads[kind] = repository.load_verified(kind, versions[kind])
-    return ModelSet(manifests, payloads, config)
+    return ModelSet(manifests, payloads, config, serving_graph_of(repository, manifests))
+
+
+def serving_graph_of(repository: ModelRepository, manifests: dict[str, Manifest]) -> bytes | None:
+    """The serving graph built for exactly this LSTM and ensemble (by versions and by the hashes of
+    their files), checked against the SHA-256 its registered manifest gives; None when there is
+    none, when it names another pair (a rollback), or when it fails a check (logged)."""
+    pair = {kind: manifests[kind] for kind in ("lstm", "ensemble")}
+    for kind, manifest in pair.items():
+        # The registered manifest, not the file beside the model: a swapped file must not pass.
+        record = queries.model_version(kind, manifest.version)
+        entry = record.manifest.info.get(SERVING_INFO) if record is not None else None
+        if not isinstance(entry, dict) or any(
+            entry.get(k) != m.version or entry.get(f"{k}_sha256") != m.sha256
+            for k, m in pair.items()
+        ):
+            continue
+        path = repository.directory(kind, manifest.version) / SERVING_FILE
+        try:
+            payload = path.read_bytes()
+        except OSError as exc:
+            log.error("serving graph of %s %s unreadable: %s", kind, manifest.version, exc)
+            return None
+        if sha256_bytes(payload) != entry.get("sha256"):
+            log.error(
+                "serving graph of %s %s does not match its SHA-256; refusing it",
+                kind,
+                manifest.version,
+            )
+            return None
+        return payload
+    return None
 
 
 class ModelHolder:
@@ -156,6 +242,7 @@ class ModelHolder:
                 extra={
                     "versions": models.versions,
                     "previous": previous.versions if previous else None,
+                    "one_run": models.one_run,
                 },
             )
         if self._on_swap is not None:

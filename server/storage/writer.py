@@ -2,8 +2,8 @@
 
 Requests enqueue rows and return; one writer thread inserts them in a transaction every
 ``batch_interval_s`` or once ``batch_max_rows`` are waiting. A clean shutdown (:meth:`close`, called on
-SIGTERM) drains the queue. A kill -9 loses what was queued since the last flush: at most one
-interval's worth of rows (0.2 s by default).
+SIGTERM) drains the queue. A kill -9 loses what was queued since the last flush began: rows of at
+most one interval (0.2 s by default) plus the time of one write.
 
 A failed write is retried as a batch when the failure is the database's (locked, connection lost);
 when it is a row's (a constraint or a value the database refuses), the batch is split until the rows
@@ -175,9 +175,13 @@ class BatchWriter:
 
     def _run(self) -> None:
         # The thread sleeps through the interval and takes everything queued at once: woken per
-        # row, it would take the GIL from a request for every prediction served.
+        # row, it would take the GIL from a request for every prediction served. Wakes keep a
+        # fixed cadence (not one interval after the last write ended), so a row waits at most
+        # one interval before its write begins: a kill -9 loses one interval plus one write.
+        due = time.monotonic() + self.interval_s
         while True:
-            self._wake.wait(self.interval_s)
+            self._wake.wait(max(0.0, due - time.monotonic()))
+            due = time.monotonic() + self.interval_s
             self._wake.clear()
             closing = self._closed
             batch = self._backlog

@@ -28,7 +28,13 @@ from server.core.manifest import KINDS
 from server.core.records import Prediction
 from server.serving.dataplane import SERVER_VERSION, DataPlane
 from server.serving.models import ENSEMBLE_OUTPUT, INPUT, LSTM_OUTPUT, ModelSet
-from server.transport.oip_convert import RequestTensors, TensorSpec, add_output, set_contents
+from server.transport.oip_convert import (
+    RequestTensors,
+    TensorSpec,
+    add_output,
+    fill_contents,
+    raw_bytes,
+)
 from server.transport.pipeline import pipelined
 from server.transport.servicers import CODES, Base, rpc
 from server.transport.telemetry import Telemetry
@@ -51,32 +57,46 @@ Array = npt.NDArray[Any]
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """What a model takes and returns."""
+
     name: str
     platform: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    #: Inputs that may be left out.
-    optional: frozenset[str] = frozenset()
 
 
 class ServedModel:
     """A model of one deployed set as the protocol shows it, built once per set: its spec and
-    version, and the skeleton of its full response (names and datatypes of every output), which a
-    response copies in one call instead of building each output field by field."""
+    version, and skeletons of its full response (every output's name, datatype and shape, for a
+    batch size), which a response copies in one call instead of building each output field by
+    field."""
+
+    #: Batch sizes whose skeletons are kept.
+    SKELETONS = 64
 
     def __init__(self, spec: ModelSpec, version: str) -> None:
         self.spec = spec
         self.version = version
         self.inputs = frozenset(t.name for t in spec.inputs)
         self.outputs = {t.name: t for t in spec.outputs}
-        self.skeleton = oip.ModelInferResponse(
-            model_name=spec.name,
-            model_version=version,
-            outputs=[
-                oip.ModelInferResponse.InferOutputTensor(name=t.name, datatype=t.datatype)
-                for t in spec.outputs
-            ],
-        )
+        self._skeletons: dict[int, oip.ModelInferResponse] = {}
+
+    def skeleton(self, rows: int) -> oip.ModelInferResponse:
+        found = self._skeletons.get(rows)
+        if found is None:
+            found = oip.ModelInferResponse(
+                model_name=self.spec.name,
+                model_version=self.version,
+                outputs=[
+                    oip.ModelInferResponse.InferOutputTensor(
+                        name=t.name, datatype=t.datatype, shape=[rows, *t.shape[1:]]
+                    )
+                    for t in self.spec.outputs
+                ],
+            )
+            if len(self._skeletons) < self.SKELETONS:
+                self._skeletons[rows] = found
+        return found
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,7 @@ def model_spec(name: str, models: ModelSet) -> ModelSpec:
         (
             TensorSpec("bars", "FP64", (-1, need, 5)),
             TensorSpec("time_seconds", "INT64", (-1, need)),
+            # Optional: the request parameter `symbol` may name the instrument of every row instead.
             TensorSpec(SYMBOL, "BYTES", (-1,)),
         ),
         (
@@ -115,7 +136,6 @@ def model_spec(name: str, models: ModelSet) -> ModelSpec:
             TensorSpec("direction", "INT32", (-1,)),
             TensorSpec("prediction_id", "BYTES", (-1,)),
         ),
-        optional=frozenset({SYMBOL}),
     )
 
 
@@ -332,9 +352,15 @@ class OpenInferenceServicer(Base, oip_grpc.GRPCInferenceServiceServicer):
             for out in wanted:
                 add_output(response, out, outputs.values[out.name], tensors.raw)
         else:
-            response.MergeFrom(served.skeleton)
-            for tensor, out in zip(response.outputs, spec.outputs, strict=True):
-                set_contents(response, tensor, out, outputs.values[out.name], tensors.raw)
+            values = [outputs.values[out.name] for out in spec.outputs]
+            response.MergeFrom(served.skeleton(len(values[0])))
+            if tensors.raw:
+                response.raw_output_contents.extend(
+                    [raw_bytes(out, v) for out, v in zip(spec.outputs, values, strict=True)]
+                )
+            else:
+                for tensor, out, v in zip(response.outputs, spec.outputs, values, strict=True):
+                    fill_contents(tensor.contents, out, v)
         if outputs.version:
             response.model_version = outputs.version
         response.id = request.id
@@ -382,14 +408,19 @@ class OpenInferenceServicer(Base, oip_grpc.GRPCInferenceServiceServicer):
                 )
             except MinhosError as exc:
                 raise in_row(exc, row, symbol_field(row)) from None
+        scores = np.array(
+            [(p.probability_up, p.confidence, p.agreement, p.kelly_fraction) for p in predictions]
+        ).T
+        ids = np.empty(len(predictions), dtype=object)
+        ids[:] = [p.id.encode() for p in predictions]
         return Outputs(
             {
-                "probability_up": np.array([p.probability_up for p in predictions]),
-                "confidence": np.array([p.confidence for p in predictions]),
-                "agreement": np.array([p.agreement for p in predictions]),
-                "kelly_fraction": np.array([p.kelly_fraction for p in predictions]),
+                "probability_up": scores[0],
+                "confidence": scores[1],
+                "agreement": scores[2],
+                "kelly_fraction": scores[3],
                 "direction": np.array([p.direction for p in predictions], dtype=np.int32),
-                "prediction_id": np.array([p.id.encode() for p in predictions], dtype=object),
+                "prediction_id": ids,
             },
             # The versions that served, should a hot swap have come between resolve and predict.
             version_of(FUSED, predictions[0].versions),

@@ -196,29 +196,22 @@ def add_output(
 ) -> None:
     """Appends one output tensor to ``response``: raw bytes when ``raw``, typed contents
     otherwise."""
-    tensor = response.outputs.add(name=spec.name, datatype=spec.datatype)
-    set_contents(response, tensor, spec, values, raw)
-
-
-def set_contents(
-    response: oip.ModelInferResponse,
-    tensor: oip.ModelInferResponse.InferOutputTensor,
-    spec: TensorSpec,
-    values: npt.NDArray[Any],
-    raw: bool,
-) -> None:
-    """Fills the shape and elements of ``tensor``, the output of ``response`` after those already
-    filled: in raw form its entry is the next of ``raw_output_contents``."""
-    tensor.shape.extend(values.shape)
-    if spec.datatype == "BYTES":
-        items = [bytes(v) for v in values.reshape(-1)]
-        if raw:
-            response.raw_output_contents.append(join_bytes(items))
-        else:
-            tensor.contents.bytes_contents.extend(items)
-    elif raw:
-        response.raw_output_contents.append(
-            values.astype(DTYPES[spec.datatype], copy=False).tobytes()
-        )
+    tensor = response.outputs.add(name=spec.name, datatype=spec.datatype, shape=values.shape)
+    if raw:
+        response.raw_output_contents.append(raw_bytes(spec, values))
     else:
-        getattr(tensor.contents, CONTENTS_FIELD[spec.datatype]).extend(values.reshape(-1).tolist())
+        fill_contents(tensor.contents, spec, values)
+
+
+def raw_bytes(spec: TensorSpec, values: npt.NDArray[Any]) -> bytes:
+    """A tensor's elements in raw form."""
+    if spec.datatype == "BYTES":
+        return join_bytes(values.reshape(-1).tolist())
+    return values.astype(DTYPES[spec.datatype], copy=False).tobytes()
+
+
+def fill_contents(
+    contents: oip.InferTensorContents, spec: TensorSpec, values: npt.NDArray[Any]
+) -> None:
+    """A tensor's elements in typed form."""
+    getattr(contents, CONTENTS_FIELD[spec.datatype]).extend(values.reshape(-1).tolist())

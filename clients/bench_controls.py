@@ -1,0 +1,137 @@
+"""The controls the Predict path is judged against (issue 10): a server on the same contract that
+does strictly less than MinhOS. It parses the request into numpy as MinhOS does (columns or raw
+buffers), runs the two deployed ONNX sessions on a window of features computed once at start (no
+features, fusion, Kelly or storage per request) and returns a PredictResponse. Two of them: sync
+grpcio with a thread pool, and grpc.aio; each in its own process, answering the same request bytes
+from the same client code as MinhOS."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from minhos.v1 import common_pb2, inference_pb2
+
+SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+READY_TIMEOUT_S = 60.0
+
+
+class ControlWork:
+    """The fixed work of one control request."""
+
+    def __init__(self, repository: str, database_url: str) -> None:
+        from server.core.features import window_features_batch
+        from server.serving.models import load_model_set
+        from server.storage.registry import ModelRepository
+        from server.storage.schema import close_database, open_database
+        from server.transport import convert
+
+        open_database(database_url)
+        try:
+            repo = ModelRepository(repository)
+            from server.core.config import load_config
+
+            self.models = load_model_set(repo, repo.deployed(), load_config(env={}))
+        finally:
+            close_database()
+        rng = np.random.default_rng(0)
+        need = self.models.bars_required
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, need)))
+        bars = np.column_stack([close, close * 1.01, close * 0.99, close, np.full(need, 1e6)])
+        self.features = window_features_batch(bars[None], self.models.window).astype(np.float32)
+        self.rows = np.ascontiguousarray(self.features[:, -1, :])
+        self.window_in = convert.window_in
+        versions = self.models.versions
+        self.reply = inference_pb2.PredictResponse(
+            prediction_id="0" * 36,
+            symbol="SPX",
+            direction=common_pb2.DIRECTION_UP,
+            lstm=inference_pb2.ModelOutput(
+                kind=common_pb2.MODEL_KIND_LSTM, version=versions["lstm"]
+            ),
+            ensemble=inference_pb2.ModelOutput(
+                kind=common_pb2.MODEL_KIND_ENSEMBLE, version=versions["ensemble"]
+            ),
+            kelly_version=versions["kelly"],
+        )
+
+    def __call__(self, request: bytes) -> bytes:
+        parsed = inference_pb2.PredictRequest.FromString(request)
+        self.window_in(parsed)  # the columns into numpy, as the real server reads them
+        lstm = self.models._lstm.run(None, {"features": self.features})[0]
+        ensemble = self.models._ensemble.run(None, {"features": self.rows})[0]
+        reply = inference_pb2.PredictResponse()
+        reply.CopyFrom(self.reply)
+        reply.probability_up = float(np.asarray(lstm).reshape(-1)[0])
+        reply.confidence = float(np.asarray(ensemble).reshape(-1)[-1])
+        return reply.SerializeToString()
+
+
+def _serve_sync(work: ControlWork, ready: Connection) -> None:
+    def predict(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return work(request)
+
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE, {"Predict": grpc.unary_unary_rpc_method_handler(predict)}
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    ready.send(port)
+    ready.recv()  # the parent closes its end (or dies): stop
+    server.stop(0)
+
+
+def _serve_aio(work: ControlWork, ready: Connection) -> None:
+    async def predict(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        return work(request)
+
+    async def main() -> None:
+        handler = grpc.method_handlers_generic_handler(
+            SERVICE, {"Predict": grpc.unary_unary_rpc_method_handler(predict)}
+        )
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((handler,))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        ready.send(port)
+        await asyncio.get_running_loop().run_in_executor(None, ready.recv)
+        await server.stop(0)
+
+    asyncio.run(main())
+
+
+def serve_control(kind: str, repository: str, database_url: str, ready: Connection) -> None:
+    """Runs in its own process until the parent closes ``ready``."""
+    work = ControlWork(repository, database_url)
+    (_serve_aio if kind == "aio" else _serve_sync)(work, ready)
+
+
+@contextmanager
+def control_server(kind: str, repository: Path, database_url: str) -> Iterator[tuple[str, int]]:
+    """A control's target and process id; ``kind`` "sync" or "aio"."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    process = ctx.Process(
+        target=serve_control, args=(kind, str(repository), database_url, child), daemon=True
+    )
+    process.start()
+    try:
+        if not parent.poll(READY_TIMEOUT_S):
+            raise RuntimeError(f"the {kind} control server did not start")
+        assert process.pid is not None
+        yield f"127.0.0.1:{parent.recv()}", process.pid
+    finally:
+        parent.send(None)
+        process.join(5)
+        if process.is_alive():
+            process.kill()
