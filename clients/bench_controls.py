@@ -66,8 +66,8 @@ class ControlWork:
     def __call__(self, request: bytes) -> bytes:
         parsed = inference_pb2.PredictRequest.FromString(request)
         self.window_in(parsed)  # the columns into numpy, as the real server reads them
-        lstm = self.models._lstm.run(None, {"features": self.features})[0]
-        ensemble = self.models._ensemble.run(None, {"features": self.rows})[0]
+        lstm = self.models.lstm_probability(self.features)
+        ensemble = self.models.ensemble_probability(self.rows)
         reply = inference_pb2.PredictResponse()
         reply.CopyFrom(self.reply)
         reply.probability_up = float(np.asarray(lstm).reshape(-1)[0])

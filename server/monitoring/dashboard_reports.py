@@ -1,5 +1,5 @@
 """The dashboard's aggregates, computed where the data is: each report reads the newest predictions
-(server.storage.dashboard_queries) and hands them to the pure functions of
+(server.storage.queries) and hands them to the pure functions of
 server.monitoring.series and server.monitoring.performance, so a page receives a few hundred
 points, never the predictions themselves."""
 
@@ -15,7 +15,7 @@ from server.core.manifest import Manifest
 from server.core.model_card import fitting_span
 from server.monitoring import performance as perf
 from server.monitoring import series as ser
-from server.storage import dashboard_queries as dq
+from server.storage import queries
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def series_report(
     cfg: MonitoringConfig, reference: Mapping[str, float], window: int, points: int, span: int
 ) -> SeriesReport:
     """Metric series over the newest ``span`` predictions, ``window`` predictions per point."""
-    cols = dq.newest_predictions(span)
+    cols = queries.newest_predictions(span)
     series = ser.metric_series(
         cfg,
         dict(reference),
@@ -100,7 +100,7 @@ def kelly_report(
     component: KellyComponent, manifest: Manifest, config: KellyConfig, last_n: int, bins: int
 ) -> KellyReport:
     """The deployed component and the stakes of the newest ``last_n`` predictions it sized."""
-    stakes = dq.newest_predictions(last_n, kelly_version=manifest.version).kelly_fraction
+    stakes = queries.newest_predictions(last_n, kelly_version=manifest.version).kelly_fraction
     return KellyReport(
         calibrator=component.method,
         calibrator_detail=calibrator_detail(component),
@@ -118,8 +118,8 @@ def performance_report(
 ) -> PerformanceReport:
     """Hit rates and equity over the newest ``last_n`` resolved predictions of ``symbol`` (the
     newest prediction's symbol if empty)."""
-    symbol = symbol or dq.newest_symbol() or ""
-    cols = dq.newest_predictions(last_n, symbol=symbol, resolved_only=True)
+    symbol = symbol or queries.newest_symbol() or ""
+    cols = queries.newest_predictions(last_n, symbol=symbol, resolved_only=True)
     return PerformanceReport(
         symbol=symbol if len(cols) else "",
         resolved=len(cols),

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from server.core import signal_report
+
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 IntArray = NDArray[np.int64]
@@ -89,19 +91,14 @@ def agreement_hit_rates(
     )
 
 
-def drawdown(equity: FloatArray) -> FloatArray:
-    """equity / running maximum - 1: 0 at a new high, negative below it."""
-    e = np.asarray(equity, dtype=np.float64)
-    if not e.size:
-        return np.empty(0)
-    return np.asarray(e / np.maximum.accumulate(e) - 1.0, dtype=np.float64)
-
-
 def equity_curves(position_return: FloatArray, realized_return: FloatArray) -> Equity:
-    """Compounded Kelly-sized returns against holding the symbol over the same bars."""
-    kelly = np.asarray(np.cumprod(1.0 + np.asarray(position_return)), dtype=np.float64)
-    held = np.asarray(np.cumprod(1.0 + np.asarray(realized_return)), dtype=np.float64)
-    return Equity(kelly, held, drawdown(kelly), drawdown(held))
+    """Compounded Kelly-sized returns against holding the symbol over the same bars (the signal
+    report's curves, without their starting point)."""
+    kelly = signal_report.equity_curve(position_return)[1:]
+    held = signal_report.equity_curve(realized_return)[1:]
+    return Equity(
+        kelly, held, signal_report.drawdown_curve(kelly), signal_report.drawdown_curve(held)
+    )
 
 
 def sample_indices(n: int, points: int) -> IntArray:

@@ -135,14 +135,19 @@ class ModelSet:
         """``sequences``: (batch, window, F) feature vectors, oldest first (a stream keeps them
         per symbol instead of recomputing the whole window for every bar)."""
         seqs = sequences.astype(np.float32)
-        p_lstm = np.asarray(
-            self._lstm.run([LSTM_OUTPUT], {INPUT: seqs})[0], dtype=np.float64
-        ).reshape(-1)
-        rows = np.ascontiguousarray(seqs[:, -1, :])
-        p_ens = np.asarray(
-            self._ensemble.run([ENSEMBLE_OUTPUT], {INPUT: rows})[0], dtype=np.float64
-        )[:, 1]
+        p_lstm = self.lstm_probability(seqs).astype(np.float64)
+        p_ens = self.ensemble_probability(seqs[:, -1, :]).astype(np.float64)
         return self._scored(p_lstm, p_ens)
+
+    def lstm_probability(self, sequences: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The LSTM alone: (batch, window, F) float32 features -> P(up), (batch,)."""
+        out = self._lstm.run([LSTM_OUTPUT], {INPUT: sequences})[0]
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+    def ensemble_probability(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The ensemble alone: (batch, F) float32 feature rows -> P(up), (batch,)."""
+        out = self._ensemble.run([ENSEMBLE_OUTPUT], {INPUT: np.ascontiguousarray(rows)})[0]
+        return np.asarray(out, dtype=np.float32)[:, 1]
 
     def _scored(self, p_lstm: FloatArray, p_ens: FloatArray) -> Scored:
         fused = fuse(p_lstm, p_ens, self.config.fusion)

@@ -27,7 +27,7 @@ from server.core.errors import InvalidArgument, MinhosError, NotFound
 from server.core.manifest import KINDS
 from server.core.records import Prediction
 from server.serving.dataplane import SERVER_VERSION, DataPlane
-from server.serving.models import ENSEMBLE_OUTPUT, INPUT, LSTM_OUTPUT, ModelSet
+from server.serving.models import ModelSet
 from server.transport.oip_convert import (
     RequestTensors,
     TensorSpec,
@@ -145,20 +145,6 @@ def version_of(name: str, versions: dict[str, str]) -> str:
     if name == FUSED:
         return "+".join(versions[kind] for kind in KINDS)
     return versions[name]
-
-
-# ModelSet runs its two sessions only together (score_features, then fusion); the OIP models are
-# each session alone, run on the client's features as score_features runs them.
-
-
-def lstm_probability(models: ModelSet, sequences: Array) -> Array:
-    out = models._lstm.run([LSTM_OUTPUT], {INPUT: sequences})[0]
-    return np.asarray(out, dtype=np.float32).reshape(-1)
-
-
-def ensemble_probability(models: ModelSet, rows: Array) -> Array:
-    out = models._ensemble.run([ENSEMBLE_OUTPUT], {INPUT: np.ascontiguousarray(rows)})[0]
-    return np.asarray(out, dtype=np.float32)[:, 1]
 
 
 _BAR_TIME = re.compile(r"bars\[(\d+)\]\.time")
@@ -373,7 +359,7 @@ class OpenInferenceServicer(Base, oip_grpc.GRPCInferenceServiceServicer):
         request: oip.ModelInferRequest,
     ) -> Outputs:
         sequences = tensors.read(spec.inputs[0])
-        return Outputs({"probability_up": lstm_probability(models, sequences)})
+        return Outputs({"probability_up": models.lstm_probability(sequences)})
 
     def _run_ensemble(
         self,
@@ -383,7 +369,7 @@ class OpenInferenceServicer(Base, oip_grpc.GRPCInferenceServiceServicer):
         request: oip.ModelInferRequest,
     ) -> Outputs:
         rows = tensors.read(spec.inputs[0])
-        return Outputs({"probability_up": ensemble_probability(models, rows)})
+        return Outputs({"probability_up": models.ensemble_probability(rows)})
 
     def _run_fused(
         self,
