@@ -15,19 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from minhos.oip.v2 import open_inference_pb2_grpc as oip_grpc
+from minhos.oip.v2 import open_inference_pb2 as oip_pb2
 from minhos.v1 import (
     calibration_pb2,
-    calibration_pb2_grpc,
     inference_pb2,
-    inference_pb2_grpc,
     monitoring_pb2,
-    monitoring_pb2_grpc,
     retrain_pb2,
-    retrain_pb2_grpc,
 )
 from server.core.config import Config
 from server.core.manifest import KIND_OF_COMPONENT
@@ -39,6 +36,7 @@ from server.storage import queries
 from server.storage.registry import ModelRepository
 from server.storage.schema import close_database, open_database, utcnow
 from server.storage.writer import BatchWriter
+from server.transport import handlers
 from server.transport.oip import SERVICE_NAME as OIP_SERVICE
 from server.transport.oip import OpenInferenceServicer
 from server.transport.servicers import (
@@ -120,6 +118,11 @@ class ProcessSlot:
         return self.index == 0
 
 
+def _service(module: Any, name: str) -> ServiceDescriptor:
+    found: ServiceDescriptor = module.DESCRIPTOR.services_by_name[name]
+    return found
+
+
 class MinhosServer:
     def __init__(
         self,
@@ -133,7 +136,9 @@ class MinhosServer:
         open_database(config.storage.database_url)
         self.repository = ModelRepository(config.storage.model_repository)
         self.telemetry = Telemetry()
-        self.holder = ModelHolder(self.repository, config, on_swap=self._swapped)
+        self.holder = ModelHolder(
+            self.repository, config, on_swap=self._swapped, on_refusal=self._refused
+        )
         storage = config.storage
         self.writer = BatchWriter(
             storage.batch_interval_s, storage.batch_max_rows, enabled=storage.persist
@@ -186,29 +191,44 @@ class MinhosServer:
         self._poller = threading.Thread(target=self._poll, name="minhos-reload", daemon=True)
 
     def add_servicers(self) -> None:
+        """Each service from its descriptor, with requests parsed by the servicers' own rule (a
+        body that does not parse is INVALID_ARGUMENT, not grpcio's INTERNAL)."""
         plane, telemetry = self.plane, self.telemetry
-        inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-            InferenceServicer(plane, telemetry), self.server
-        )
-        monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(
-            MonitoringServicer(plane, telemetry, self.monitor), self.server
-        )
-        calibration_pb2_grpc.add_CalibrationServiceServicer_to_server(
-            CalibrationServicer(plane, telemetry, self.monitor), self.server
-        )
-        # Every replica answers RetrainService: reads from the shared database, triggers queued
-        # there for the coordinator.
-        retrain_pb2_grpc.add_RetrainServiceServicer_to_server(
-            RetrainServicer(plane, telemetry, self.retraining), self.server
-        )
-        # The Open Inference Protocol (KServe V2) over the same data plane, for Triton clients.
-        oip_grpc.add_GRPCInferenceServiceServicer_to_server(
-            OpenInferenceServicer(plane, telemetry), self.server
-        )
+        services: list[tuple[object, ServiceDescriptor]] = [
+            (InferenceServicer(plane, telemetry), _service(inference_pb2, "InferenceService")),
+            (
+                MonitoringServicer(plane, telemetry, self.monitor),
+                _service(monitoring_pb2, "MonitoringService"),
+            ),
+            (
+                CalibrationServicer(plane, telemetry, self.monitor),
+                _service(calibration_pb2, "CalibrationService"),
+            ),
+            # Every replica answers RetrainService: reads from the shared database, triggers
+            # queued there for the coordinator.
+            (
+                RetrainServicer(plane, telemetry, self.retraining),
+                _service(retrain_pb2, "RetrainService"),
+            ),
+            # The Open Inference Protocol (KServe V2) over the same data plane, for Triton clients.
+            (OpenInferenceServicer(plane, telemetry), _service(oip_pb2, "GRPCInferenceService")),
+        ]
+        for servicer, descriptor in services:
+            handlers.register(self.server, servicer, descriptor)
 
     def _swapped(self, models: ModelSet) -> None:
         self.telemetry.set_versions(models.versions)
         self.monitor.reference = reference_of(models.manifests)
+
+    def _refused(self, reason: str) -> None:
+        """A deployed set that cannot be loaded: the previous set keeps serving, and someone
+        must look."""
+        try:
+            self._alert(
+                AlertCandidate("model_load_failed", "error", "server", reason[:500], 0.0, 0.0)
+            )
+        except Exception:  # the database may be why; the refusal is in the log either way
+            log.exception("could not record the model-load alert")
 
     def _alert(self, candidate: AlertCandidate) -> None:
         self.monitor.record(candidate, self.plane.market_now)

@@ -560,10 +560,10 @@ def test_undecodable_stream_requests_do_not_block_the_drain(
                     streams[i % len(streams)].call(channel, [b"\x00\x01"], timeout=5)
         server.process.send_signal(signal.SIGTERM)
         try:
-            code = server.process.wait(timeout=20)
+            code = server.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             code = None
-    assert code == 0, "the server did not exit within 20 s of SIGTERM"
+    assert code == 0, "the server did not exit within 15 s of SIGTERM"
 
 
 @pytest.mark.xfail(

@@ -24,7 +24,7 @@ import onnxruntime as ort
 
 from server.core.calibrator import KellyComponent
 from server.core.config import Config
-from server.core.features import bars_required, window_features_batch
+from server.core.features import FEATURE_NAMES, bars_required, window_features_batch
 from server.core.fusion import Fused, fuse
 from server.core.kelly import size_positions
 from server.core.manifest import KINDS, Manifest
@@ -84,6 +84,12 @@ class ModelSet:
         if lstm.feature_names != ensemble.feature_names:
             raise ModelNotFoundError(
                 "deployed LSTM and ensemble were trained on different features"
+            )
+        if lstm.feature_names != FEATURE_NAMES:
+            # A model for features this server does not compute would score garbage silently.
+            raise ModelNotFoundError(
+                f"the models read features {list(lstm.feature_names)}; this server computes "
+                f"{list(FEATURE_NAMES)}"
             )
         self.feature_names = lstm.feature_names
         self.window = lstm.window
@@ -207,11 +213,16 @@ class ModelHolder:
         repository: ModelRepository,
         config: Config,
         on_swap: Callable[[ModelSet], None] | None = None,
+        on_refusal: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_refusal`` hears why a deployed set was refused, once per set (the poller retries
+        every interval)."""
         self.repository = repository
         self.config = config
         self._current: ModelSet | None = None
         self._on_swap = on_swap
+        self._on_refusal = on_refusal
+        self._refused: dict[str, str] | None = None
         self._lock = threading.Lock()  # one reload at a time; readers never take it
         self.last_error: str = ""
 
@@ -230,15 +241,21 @@ class ModelHolder:
         """Loads the deployed versions if they differ from the current ones; True on a swap. A
         version that fails to load (bad SHA-256, missing file) is logged and the current one stays."""
         with self._lock:
+            wanted: dict[str, str] = {}
             try:
                 wanted = self.repository.deployed()
                 if self._current is not None and wanted == self._current.versions:
                     return False
                 models = load_model_set(self.repository, wanted, self.config)
             except Exception as exc:
-                self.last_error = f"cannot load deployed models: {exc}"
+                named = ", ".join(f"{k} {v}" for k, v in sorted(wanted.items()))
+                self.last_error = f"cannot load deployed models ({named}): {exc}"
                 log.error(self.last_error)
+                if self._on_refusal is not None and wanted != self._refused:
+                    self._refused = wanted
+                    self._on_refusal(self.last_error)
                 return False
+            self._refused = None
             previous = self._current
             self._current = models
             self.last_error = ""

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import peewee as pw
-from playhouse.db_url import connect
+from playhouse.db_url import connect, register_database
+from playhouse.shortcuts import ReconnectMixin
 
 #: Bound at start-up by :func:`open_database`; every model below lives in it.
 database = pw.DatabaseProxy()
@@ -186,6 +187,24 @@ def _add_missing_columns(db: pw.Database) -> None:
 
 #: The URL the proxy is connected to.
 _opened_url: str | None = None
+
+
+#: What a caller sees when the database is unreachable: the transport answers UNAVAILABLE.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (pw.OperationalError, pw.InterfaceError)
+
+
+class _ReconnectingPostgres(ReconnectMixin, pw.PostgresqlDatabase):  # type: ignore[misc]
+    """A server outlives a PostgreSQL restart: each thread's dead connection is reopened at its
+    next statement (never inside a transaction) instead of failing for good."""
+
+    reconnect_errors = (
+        (pw.OperationalError, "server closed the connection"),
+        (pw.OperationalError, "terminating connection"),
+        (pw.InterfaceError, "connection already closed"),
+    )
+
+
+register_database(_ReconnectingPostgres, "postgres", "postgresql")
 
 
 def open_database(url: str) -> pw.Database:

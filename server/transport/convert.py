@@ -67,10 +67,15 @@ def timestamp(value: dt.datetime | None) -> Timestamp | None:
     return out
 
 
-def from_timestamp(stamp: Timestamp) -> dt.datetime | None:
+def from_timestamp(stamp: Timestamp, field: str = "resolved_at") -> dt.datetime | None:
     if stamp.seconds == 0 and stamp.nanos == 0:
         return None
-    return stamp.ToDatetime()
+    try:
+        return stamp.ToDatetime()
+    except (ValueError, OverflowError):
+        raise InvalidArgument(
+            f"{stamp.seconds} s since the epoch is not a date in years 1-9999", field=field
+        ) from None
 
 
 def bars_in(bars: Sequence[common_pb2.Bar]) -> tuple[IntArray, FloatArray]:

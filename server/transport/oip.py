@@ -28,6 +28,7 @@ from server.core.manifest import KINDS
 from server.core.records import Prediction
 from server.serving.dataplane import SERVER_VERSION, DataPlane
 from server.serving.models import ModelSet
+from server.transport.handlers import Undecodable
 from server.transport.oip_convert import (
     RequestTensors,
     TensorSpec,
@@ -36,7 +37,7 @@ from server.transport.oip_convert import (
     raw_bytes,
 )
 from server.transport.pipeline import pipelined
-from server.transport.servicers import CODES, Base, rpc
+from server.transport.servicers import CODES, Base, rpc, undecodable
 from server.transport.telemetry import Telemetry
 
 log = logging.getLogger("minhos.oip")
@@ -259,6 +260,8 @@ class OpenInferenceServicer(Base, oip_grpc.GRPCInferenceServiceServicer):
             for request in requests:
                 reply = oip.ModelStreamInferResponse()
                 try:
+                    if isinstance(request, Undecodable):
+                        raise undecodable(request)
                     self._infer(request, reply.infer_response)
                     codes[grpc.StatusCode.OK] += 1
                 except MinhosError as exc:

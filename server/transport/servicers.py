@@ -43,7 +43,9 @@ from server.monitoring.monitor import AlertNotFoundError, Monitor, Source
 from server.serving.dataplane import SERVER_VERSION, DataPlane
 from server.serving.stream import StreamSession
 from server.storage import jobs, queries
+from server.storage.schema import DATABASE_ERRORS
 from server.transport import convert
+from server.transport.handlers import Undecodable
 from server.transport.pipeline import pipelined
 from server.transport.telemetry import Telemetry
 
@@ -81,6 +83,12 @@ class _Replies:
     began: float
 
 
+def undecodable(request: Undecodable, field: str = "request") -> InvalidArgument:
+    return InvalidArgument(
+        f"the body does not parse as {request.message} ({request.reason})", field=field
+    )
+
+
 class Base:
     def __init__(self, plane: DataPlane, telemetry: Telemetry) -> None:
         self.plane = plane
@@ -102,6 +110,10 @@ class Base:
         if isinstance(exc, MinhosError):
             code = CODES.get(type(exc), grpc.StatusCode.INTERNAL)
             message = str(exc)
+        elif isinstance(exc, DATABASE_ERRORS):
+            # Retryable by the caller (the typed client retries idempotent calls on it).
+            code, message = grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}"
+            log.warning("database unavailable", extra={"method": method, "error": str(exc)})
         else:
             code, message = (
                 grpc.StatusCode.INTERNAL,
@@ -159,8 +171,15 @@ class InferenceServicer(Base, inference_pb2_grpc.InferenceServiceServicer):
         def score(requests: list[inference_pb2.StreamRequest]) -> tuple[_Replies, bool]:
             nonlocal index
             began = time.perf_counter()
+            broken: MinhosError | None = None
+            for i, request in enumerate(requests):
+                if isinstance(request, Undecodable):
+                    broken = undecodable(request, f"requests[{index + i}]")
+                    requests = requests[:i]
+                    break
             try:
                 steps, error = session.step_many(convert.stream_bars(requests, index))
+                error = error or broken
             except Exception as exc:
                 return _Replies([], exc, began), False
             index += len(steps)
@@ -216,7 +235,14 @@ def _window(duration: Duration, field: str) -> dt.timedelta | None:
         raise InvalidArgument("must not be negative", field=field)
     if duration.seconds == 0 and duration.nanos == 0:
         return None
+    if duration.seconds > MAX_WINDOW_S:
+        raise InvalidArgument(f"{duration.seconds} s is longer than 1000 years", field=field)
     return duration.ToTimedelta()
+
+
+#: The longest window a caller may ask for: far beyond any data, and still a date when
+#: subtracted from the market clock.
+MAX_WINDOW_S = 1000 * 365 * 86_400
 
 
 class MonitoringServicer(Base, monitoring_pb2_grpc.MonitoringServiceServicer):

@@ -114,6 +114,10 @@ class _AlertKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertKind.V
     """A model was rolled back."""
     ALERT_KIND_LOW_HEALTH_SCORE: _AlertKind.ValueType  # 10
     """The health score fell below its threshold."""
+    ALERT_KIND_MODEL_LOAD_FAILED: _AlertKind.ValueType  # 11
+    """A deployed model set could not be loaded (bad file, checksum, features); the previous set
+    keeps serving.
+    """
 
 class AlertKind(_AlertKind, metaclass=_AlertKindEnumTypeWrapper):
     """The conditions an alert can report."""
@@ -140,6 +144,10 @@ ALERT_KIND_ROLLBACK: AlertKind.ValueType  # 9
 """A model was rolled back."""
 ALERT_KIND_LOW_HEALTH_SCORE: AlertKind.ValueType  # 10
 """The health score fell below its threshold."""
+ALERT_KIND_MODEL_LOAD_FAILED: AlertKind.ValueType  # 11
+"""A deployed model set could not be loaded (bad file, checksum, features); the previous set
+keeps serving.
+"""
 Global___AlertKind: _TypeAlias = AlertKind  # noqa: Y015
 
 class _TrendDirection:
