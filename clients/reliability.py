@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +30,8 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
@@ -36,16 +39,8 @@ from xml.etree import ElementTree
 import grpc
 import numpy as np
 import numpy.typing as npt
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.bench import (
-    Models,
-    ServerProcess,
-    percentiles,
-    proc_status_kb,
-    real_server,
-    sp500_bars,
-    train_models,
-)
 from clients.client import bars_from_arrays, channel_options, columns_from_arrays
 from minhos.v1 import inference_pb2, inference_pb2_grpc
 
@@ -83,9 +78,10 @@ class Series:
 
     @staticmethod
     def load() -> Series:
-        _, ohlcv, times = sp500_bars()
-        start = int(times.searchsorted(LIVE_FROM))
-        return Series(times, ohlcv, start)
+        from export.data import load_sp500  # pandas stays in this (client) process
+
+        data = load_sp500()
+        return Series(data.times, data.ohlcv, int(data.times.searchsorted(LIVE_FROM)))
 
 
 @dataclass
@@ -123,6 +119,129 @@ class Persisted:
     predictions_missing: int
     outcomes_missing: int
     integrity: str
+
+
+# --- the server, in its own process ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Models:
+    repository: Path
+    #: The SQLite registry ``repository`` was published into (copied, never written).
+    database: Path
+
+
+@dataclass(frozen=True)
+class Server:
+    process: subprocess.Popen[bytes]
+    target: str
+    database: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return float(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentiles(samples_s: Sequence[float]) -> tuple[float, float]:
+    """p50 and p99 in µs."""
+    if not samples_s:
+        return float("nan"), float("nan")
+    arr = np.asarray(samples_s) * 1e6
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def _serving(target: str) -> bool:
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=0.5
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _environment(settings: dict[str, str]) -> dict[str, str]:
+    """This process's environment without MinhOS settings, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINHOS_")}
+    env.pop("DATABASE_URL", None)
+    return {**env, **settings}
+
+
+@contextmanager
+def real_server(models: Models, scratch: Path, name: str) -> Iterator[Server]:
+    """``python -m server.main`` on a free loopback port and a copy of the registry database
+    (``scratch/<name>.db``), retraining off; stopped with SIGTERM (it drains) at the end."""
+    database = scratch / f"{name}.db"
+    with (
+        closing(sqlite3.connect(models.database)) as source,
+        closing(sqlite3.connect(database)) as copy,
+    ):
+        source.backup(copy)
+    port = free_port()
+    env = _environment(
+        {
+            "MINHOS_SERVER_PORT": str(port),
+            "MINHOS_SERVER_METRICS_PORT": "0",
+            "MINHOS_RETRAIN_ENABLED": "false",
+            # One serving process: its pid is the one whose memory is sampled.
+            "MINHOS_SERVER_PROCESSES": "1",
+            "MINHOS_STORAGE_DATABASE_URL": f"sqlite:///{database}",
+            "MINHOS_STORAGE_MODEL_REPOSITORY": str(models.repository),
+        }
+    )
+    log = scratch / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server.main"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    target = f"127.0.0.1:{port}"
+    try:
+        began = time.monotonic()
+        while not _serving(target):
+            if process.poll() is not None or time.monotonic() - began > 60:
+                raise RuntimeError(f"server {name} did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        yield Server(process, target, database)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def train_models(into: Path) -> Models:
+    """The default models, trained by ``python -m export.train`` in its own process."""
+    models = Models(into / "models", into / "registry.db")
+    env = _environment(
+        {
+            "MINHOS_STORAGE_DATABASE_URL": f"sqlite:///{models.database}",
+            "MINHOS_STORAGE_MODEL_REPOSITORY": str(models.repository),
+        }
+    )
+    with (into / "train.log").open("w") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "export.train"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"training failed:\n{(into / 'train.log').read_text()[-3000:]}")
+    return models
 
 
 class _Client:
@@ -235,7 +354,7 @@ def run_load(
         began = time.monotonic()
         while not stop.is_set() and server_pid is not None:
             try:
-                mb = proc_status_kb(server_pid, "VmRSS") / 1024
+                mb = rss_mb(server_pid)
             except OSError:
                 return
             result.rss.append((time.monotonic() - began, mb))
@@ -260,7 +379,7 @@ def run_load(
 def check_persisted(database: Path, result: LoadResult) -> Persisted:
     """After the server drained: acknowledged predictions and outcomes missing from its database,
     and SQLite's own integrity check."""
-    with sqlite3.connect(database) as db:
+    with closing(sqlite3.connect(database)) as db:
         stored = {row[0] for row in db.execute("SELECT id FROM prediction_row")}
         resolved = {row[0] for row in db.execute("SELECT prediction_id FROM outcome_row")}
         integrity = str(db.execute("PRAGMA integrity_check").fetchone()[0])
@@ -295,12 +414,15 @@ def load_lines(result: LoadResult, persisted: Persisted | None) -> list[Line]:
             )
         )
     codes = sorted({e.split(":")[0] for e in result.errors})
+    # A stream message is a request to the server (it is scored, stored and counted as one).
+    unary = result.requests - len(result.latencies.get("PredictStream", []))
+    served = unary + result.stream_messages
     lines.append(
         Line(
             f"load: {result.clients} clients, {result.seconds:.0f} s",
-            "requests served, errors (goal 0)",
-            f"{result.requests:,} requests ({result.requests / result.seconds:,.0f}/s), "
-            f"{len(result.errors)} errors" + (f" ({', '.join(codes)})" if codes else ""),
+            "requests served (unary calls + stream messages), errors (goal 0)",
+            f"{served:,} requests ({served / result.seconds:,.0f}/s) in {result.requests:,} "
+            f"calls; {len(result.errors)} errors" + (f" ({', '.join(codes)})" if codes else ""),
         )
     )
     lines.append(
@@ -406,16 +528,17 @@ def serving_need(target: str) -> int:
 
 def load_on_real_server(
     models: Models, scratch: Path, clients: int, seconds: float, series: Series | None = None
-) -> tuple[LoadResult, Persisted, ServerProcess]:
+) -> tuple[LoadResult, Persisted, int]:
     """The load against ``python -m server.main`` on a copy of ``models``' database; the server
-    is stopped with SIGTERM (it drains) before its database is checked."""
+    is stopped with SIGTERM (it drains) before its database is checked. The last item: the
+    server's exit status."""
     series = series or Series.load()
-    with real_server(models, scratch, "load", True, {}) as server:
+    with real_server(models, scratch, "load") as server:
         need = serving_need(server.target)
         result = run_load(
             server.target, series, need, clients=clients, seconds=seconds, server_pid=server.pid
         )
-    return result, check_persisted(scratch / "load.db", result), server
+    return result, check_persisted(server.database, result), server.process.returncode
 
 
 def main(argv: Sequence[str] | None = None) -> int:

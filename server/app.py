@@ -143,6 +143,7 @@ class MinhosServer:
         self.writer = BatchWriter(
             storage.batch_interval_s, storage.batch_max_rows, enabled=storage.persist
         )
+        self.telemetry.watch_writer(self.writer)
         self.plane = DataPlane(config, self.holder, self.writer, clock)
         self.monitor = Monitor(config.monitoring, reference={}, wall_clock=clock)
         self.retraining: Retraining | None = None

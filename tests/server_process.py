@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.bench import free_port
+from clients.reliability import free_port
 
 
 @dataclass
@@ -61,10 +61,16 @@ class ServerProcess:
 
 def server_env(settings: Mapping[str, str]) -> dict[str, str]:
     """The test's environment minus MinhOS settings, plus ``settings``; retraining off unless
-    asked for (a job would compete for the two cores)."""
+    asked for (a job would compete for the two cores), one serving process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINHOS_")}
     env.pop("DATABASE_URL", None)
-    return {"MINHOS_RETRAIN_ENABLED": "false", "MINHOS_SERVER_METRICS_PORT": "0", **env, **settings}
+    # One serving process: the pid a test kills or watches is the one that serves.
+    defaults = {
+        "MINHOS_RETRAIN_ENABLED": "false",
+        "MINHOS_SERVER_METRICS_PORT": "0",
+        "MINHOS_SERVER_PROCESSES": "1",
+    }
+    return {**defaults, **env, **settings}
 
 
 def spawn(settings: Mapping[str, str], log: Path, port: int | None = None) -> ServerProcess:

@@ -404,15 +404,11 @@ def test_bad_model_files_are_refused_and_the_serving_set_stays(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ModelHolder.reload (server/serving/models.py) logs the loader's exception as it "
-    "comes: onnxruntime's (corrupt, truncated file) and ModelSet's feature mismatch name no kind "
-    "or version",
-)
 def test_a_refusal_names_the_model_version(
     model_server: tuple[ServerProcess, ModelRepository],
 ) -> None:
+    """onnxruntime's own errors (corrupt, truncated file) and a feature mismatch name no model:
+    the refusal must say which kind and version it refused."""
     server, repo = model_server
     refusals = _refuse_each(server, repo, repo.deployed())
     unnamed = {
@@ -423,14 +419,11 @@ def test_a_refusal_names_the_model_version(
     assert not unnamed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/serving/models.py load_model_set/ModelSet does not check the manifests' "
-    "feature names against the features the server computes (server.core.features.FEATURE_NAMES)",
-)
 def test_a_model_set_for_other_features_is_refused(
     model_server: tuple[ServerProcess, ModelRepository], sp500: MarketData
 ) -> None:
+    """A pair whose manifests agree with each other but not with the features the server computes
+    (server.core.features.FEATURE_NAMES) would be fed the wrong columns: refused."""
     server, repo = model_server
     good = repo.deployed()
     with MinhosClient(server.target) as client:
@@ -448,14 +441,10 @@ def test_a_model_set_for_other_features_is_refused(
     assert predicting.versions == {(good["lstm"], good["ensemble"], good["kelly"])}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no alert is raised when a deployed model cannot be loaded: ModelHolder.reload "
-    "(server/serving/models.py) only logs, and monitoring.proto has no alert kind for it",
-)
 def test_a_refused_model_raises_an_alert(
     model_server: tuple[ServerProcess, ModelRepository],
 ) -> None:
+    """A deployed version that cannot be loaded is an alert naming it, not only a log line."""
     server, repo = model_server
     good = repo.deployed()
     offset = len(server.log_text())
@@ -630,14 +619,8 @@ def test_postgres_gone_then_back_keeps_serving_and_loses_nothing(postgres_outage
     assert not [e for e in postgres_outage.acks.errors if e.startswith("Predict ")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after PostgreSQL restarts, peewee keeps each thread's dead connection: "
-    "DataPlane.database_ok (server/serving/dataplane.py), ModelHolder.reload and the reads of "
-    "RecordOutcome (server/storage/queries.py via server/serving/outcome_book.py) fail with "
-    "'connection already closed' for good, and a database error reaches the caller as INTERNAL "
-    "(server/transport/servicers.py) instead of UNAVAILABLE",
-)
 def test_postgres_gone_then_back_recovers(postgres_outage: Outage) -> None:
+    """Once PostgreSQL is back, no thread keeps a dead connection (health and RecordOutcome
+    recover), and while it is down a database error is UNAVAILABLE, not INTERNAL."""
     assert postgres_outage.health_back == "SERVING"
     assert not [e for e in postgres_outage.acks.errors if e.endswith("INTERNAL")]

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.bench import Models
-from clients.reliability import Series, load_lines, load_on_real_server
+from clients.reliability import Models, Series, load_lines, load_on_real_server
 from export.data import MarketData
 from tests.conftest import Trained
 from tests.reliability_record import record
@@ -23,10 +22,13 @@ RSS_GROWTH_MB = 40.0
 def test_mixed_load_on_a_real_server(trained: Trained, sp500: MarketData, tmp_path: Path) -> None:
     models = Models(trained.root / "models", trained.root / "minhos.db")
     series = Series(sp500.times, sp500.ohlcv, int(sp500.times.searchsorted(np.datetime64("2007"))))
-    result, persisted, _ = load_on_real_server(models, tmp_path, CLIENTS, SECONDS, series=series)
+    result, persisted, status = load_on_real_server(
+        models, tmp_path, CLIENTS, SECONDS, series=series
+    )
     for line in load_lines(result, persisted):
         record(f"{line.scenario} (make test)", line.checked, line.figure)
     assert result.errors == []
+    assert status == 0  # drained on SIGTERM
     assert all(len(result.latencies[m]) >= 5 for m in ("Predict", "PredictStream", "RecordOutcome"))
     assert result.stream_messages > 0 and result.outcomes
     assert persisted.predictions_missing == persisted.outcomes_missing == 0

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from clients.bench import free_port
+from clients.reliability import free_port
 from server.storage.schema import (
     OutcomeRow,
     PredictionRow,
@@ -189,11 +189,6 @@ def test_postgres_refused_rows_and_a_restart(postgres_url: str) -> None:  # noqa
     assert {r.id for r in PredictionRow.select()} == {"p1", "p2", "while-down"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/app.py does not call Telemetry.watch_writer(self.writer) (one line in "
-    "MinhosServer.__init__), so the server's /metrics lacks the writer's counters",
-)
 def test_the_server_exports_the_writer_counters(trained: Trained) -> None:
     port = free_port()
     with running(trained.config(), metrics_port=port):

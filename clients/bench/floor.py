@@ -1,9 +1,11 @@
-"""The in-process floor: ``DataPlane.predict`` on the last window (validation, scoring, fusion,
-Kelly; persistence off), no RPC. Information beside the RPC rows: what the servicer wraps."""
+"""In process, no RPC: the floor (``DataPlane.predict`` on the last window: validation, scoring,
+fusion, Kelly; persistence off), and what reading a request costs the server in each form.
+Information beside the RPC rows: what the servicer wraps."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +48,22 @@ def floor_plane(models: Models, scratch_db: Path) -> Iterator[Floor]:
         epoch, ohlcv, _ = sp500_bars()
         window_t, window_x = epoch[-need:], ohlcv[-need:]
         plane.predict(SYMBOL, window_t, window_x)
-        yield Floor(
-            lambda: plane.predict(SYMBOL, window_t, window_x), need, holder.current.one_run
-        )
+        yield Floor(lambda: plane.predict(SYMBOL, window_t, window_x), need, holder.current.one_run)
     finally:
         close_database()
+
+
+def request_read_us(bodies: Mapping[str, bytes], reads: int = 2000) -> dict[str, float]:
+    """Median microseconds the server takes to parse each request and read its window into numpy
+    (``PredictRequest.FromString`` and ``convert.window_in``), forms taking turns."""
+    from minhos.v1 import inference_pb2
+    from server.transport.convert import window_in
+
+    samples: dict[str, list[float]] = {name: [] for name in bodies}
+    for _ in range(reads // 10):
+        for name, body in bodies.items():
+            for _ in range(10):
+                began = time.perf_counter()
+                window_in(inference_pb2.PredictRequest.FromString(body))
+                samples[name].append(time.perf_counter() - began)
+    return {name: sorted(s)[len(s) // 2] * 1e6 for name, s in samples.items()}

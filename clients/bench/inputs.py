@@ -93,6 +93,8 @@ class Requests:
 
     predict: dict[str, bytes]
     stream: list[bytes]
+    #: Bars in each Predict window (the deployed set's ``bars_required``).
+    need: int
 
 
 def requests(need: int, stream_messages: int) -> Requests:
@@ -110,4 +112,4 @@ def requests(need: int, stream_messages: int) -> Requests:
         inference_pb2.StreamRequest(symbol=SYMBOL, bar=bar).SerializeToString()
         for bar in bars_from_arrays(times[:count], ohlcv[:count])
     ]
-    return Requests({form: windows[form].SerializeToString() for form in FORMS}, stream)
+    return Requests({form: windows[form].SerializeToString() for form in FORMS}, stream, need)

@@ -8,6 +8,7 @@ import multiprocessing
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
@@ -26,11 +27,15 @@ class Load:
     body: bytes
 
 
+#: Longest a load process may take beyond its seconds (connecting, joining) before it is an error.
+GRACE_S = 60.0
+
+
 def closed_loop(load: Load, clients: int, seconds: float) -> dict[str, object]:
     """Runs in the load process. Returns the latencies (s), error codes and elapsed seconds."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[list[str]] = [[] for _ in range(clients)]
-    start = threading.Barrier(clients + 1)
+    start = threading.Barrier(clients + 1, timeout=GRACE_S)
     stop = [time.perf_counter() + 3600]
 
     def worker(i: int) -> None:
@@ -39,7 +44,10 @@ def closed_loop(load: Load, clients: int, seconds: float) -> dict[str, object]:
         options = [*channel_options(), ("grpc.use_local_subchannel_pool", 1)]
         with grpc.insecure_channel(load.target, options=options) as channel:
             call = channel.unary_unary(load.method, None, None)
-            call(load.body, timeout=10)  # connect before the clock starts
+            try:
+                call(load.body, timeout=10)  # connect before the clock starts
+            except grpc.RpcError as exc:
+                errors[i].append(f"warm-up {exc.code().name}")
             start.wait()
             while time.perf_counter() < stop[0]:
                 began = time.perf_counter()
@@ -103,10 +111,13 @@ def alternate(
     run starts once the processes ``idle`` are idle."""
     names = list(loads)
     totals = {name: LoadTotals() for name in names}
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
+    # An executor, not a Pool: a load process that dies raises here instead of hanging the run.
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
         for r in range(rounds):
             turn = r % len(names)
             for name in names[turn:] + names[:turn]:
                 procfs.settle(idle)
-                totals[name].add(pool.apply(closed_loop, (loads[name], clients, seconds)))
+                done = pool.submit(closed_loop, loads[name], clients, seconds)
+                totals[name].add(done.result(timeout=seconds + 2 * GRACE_S))
     return totals

@@ -75,7 +75,11 @@ def oip_beside_predict(
     rate = totals["ModelInfer"].throughput / totals["Predict"].throughput
     report.ratios["ModelInfer / Predict p50, 1 client"] = p50
     report.ratios[f"ModelInfer / Predict throughput, {settings.clients} clients"] = rate
-    errors = len(totals["ModelInfer"].errors) + len(totals["Predict"].errors)
+    report.errors = {
+        "OIP ModelInfer": len(totals["ModelInfer"].errors),
+        "Predict beside it": len(totals["Predict"].errors),
+    }
+    errors = sum(report.errors.values())
     report.checks.append(
         Check(
             f"ModelInfer within {OIP_TOLERANCE} x of Predict "

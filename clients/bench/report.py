@@ -38,6 +38,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     ratios: dict[str, float] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
+    #: Failed calls of each MinhOS load (by the load's name).
+    errors: dict[str, int] = field(default_factory=dict)
 
 
 def latency_row(name: str, samples_s: Sequence[float], note: str = "") -> Row:

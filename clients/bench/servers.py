@@ -38,10 +38,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def proc_status_kb(pid: int, key: str) -> float:
-    return procfs.status_kb(pid, key)
-
-
 def health_serving(target: str, timeout: float) -> bool:
     # A fresh channel per probe: a reused one would wait out gRPC's reconnect backoff (1 s+).
     with grpc.insecure_channel(target) as channel:

@@ -65,7 +65,7 @@ class StorageConfig:
     #: Model repository: ``<root>/<kind>/<version>/`` holding the model file and manifest.json.
     model_repository: str = "var/models"
     #: Writes are batched off the request path and flushed at least this often (seconds);
-    #: a kill -9 loses at most the writes of one interval.
+    #: a kill -9 loses at most one interval of writes plus the write in progress.
     batch_interval_s: float = 0.2
     #: A batch is flushed early once it holds this many rows.
     batch_max_rows: int = 512
