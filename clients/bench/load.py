@@ -20,11 +20,13 @@ from clients.client import channel_options
 
 @dataclass(frozen=True)
 class Load:
-    """One server's load: where, which method, the request bytes."""
+    """One server's load: where, which method, the request bytes, and the server's processes
+    (whose CPU time is counted over each round)."""
 
     target: str
     method: str
     body: bytes
+    pids: tuple[int, ...] = ()
 
 
 #: Longest a load process may take beyond its seconds (connecting, joining) before it is an error.
@@ -80,19 +82,26 @@ class LoadTotals:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     rates: list[float] = field(default_factory=list)
+    #: CPU seconds the server's processes used over the rounds (connecting included).
+    cpu_s: float = 0.0
 
-    def add(self, result: Mapping[str, object]) -> None:
+    def add(self, result: Mapping[str, object], cpu_s: float = 0.0) -> None:
         latencies: list[float] = result["latencies"]  # type: ignore[assignment]
         seconds = float(result["seconds"])  # type: ignore[arg-type]
         self.latencies += latencies
         self.errors += result["errors"]  # type: ignore[arg-type]
         self.seconds += seconds
         self.rates.append(len(latencies) / seconds if seconds else float("nan"))
+        self.cpu_s += cpu_s
 
     @property
     def throughput(self) -> float:
         """Requests per second, median of the rounds."""
         return float(np.median(self.rates)) if self.rates else float("nan")
+
+    @property
+    def cpu_per_call_us(self) -> float:
+        return self.cpu_s / len(self.latencies) * 1e6 if self.latencies else float("nan")
 
     @property
     def error_note(self) -> str:
@@ -118,6 +127,10 @@ def alternate(
             turn = r % len(names)
             for name in names[turn:] + names[:turn]:
                 procfs.settle(idle)
+                pids = loads[name].pids
+                cpu = sum(procfs.cpu_seconds(pid) for pid in pids)
                 done = pool.submit(closed_loop, loads[name], clients, seconds)
-                totals[name].add(done.result(timeout=seconds + 2 * GRACE_S))
+                result = done.result(timeout=seconds + 2 * GRACE_S)
+                used = sum(procfs.cpu_seconds(pid) for pid in pids) - cpu
+                totals[name].add(result, used)
     return totals

@@ -51,9 +51,10 @@ def load_row(name: str, totals: LoadTotals, clients: int) -> Row:
     """Throughput is the median of the rounds; p50 and p99 over every call of every round."""
     p50, p99 = percentiles(totals.latencies)
     low, high = min(totals.rates, default=math.nan), max(totals.rates, default=math.nan)
+    cpu = f"; server CPU {totals.cpu_per_call_us:.0f} us/call" if totals.cpu_s else ""
     note = (
         f"{len(totals.latencies)} calls in {totals.seconds:.1f} s, {totals.error_note}; "
-        f"rounds {low:.0f}-{high:.0f}/s"
+        f"rounds {low:.0f}-{high:.0f}/s{cpu}"
     )
     return Row(f"{name}, {clients} clients", p50, p99, totals.throughput, note)
 

@@ -27,10 +27,12 @@ from clients.bench.controls import BARE_SERVICE, SERVICE
 from clients.bench.floor import Floor, floor_plane, request_read_us
 from clients.bench.goals import (
     AIO,
+    BARE,
     CONTROLS,
     GROUP,
     OFF,
     ON,
+    STREAM,
     SYNC,
     Figures,
     goal_checks,
@@ -133,23 +135,25 @@ def start_servers(
 def choose_form(
     report: Report, servers: Servers, inputs: Requests, settings: Settings, progress: Progress
 ) -> str:
-    """The request form with the lowest Predict p50 on the persistence-on server."""
+    """The request form the server reads fastest (parse and window into numpy, in process: a
+    stable figure), beside each form's 1-client Predict p50 on the persistence-on server (the
+    forms' p50s differ by less than this machine's noise from run to run)."""
     progress("Predict request forms (bars, columns, raw), interleaved")
+    read = request_read_us(inputs.predict)
+    form = min(FORMS, key=lambda f: read[f])
     target = servers.minhos[ON].target
     with grpc.insecure_channel(target, options=channel_options()) as channel:
         procfs.settle(servers.idle())
-        calls = {form: unary_caller(channel, PREDICT, inputs.predict[form]) for form in FORMS}
+        calls = {f: unary_caller(channel, PREDICT, inputs.predict[f]) for f in FORMS}
         samples = time_interleaved(calls, settings.form_calls, settings.warmup)
-    p50 = {form: percentiles(samples[form])[0] for form in FORMS}
-    form = min(FORMS, key=lambda f: p50[f])
-    read = request_read_us(inputs.predict)
-    figures = ", ".join(f"{f} {p50[f]:.0f} us ({len(inputs.predict[f])} B)" for f in FORMS)
+    p50 = {f: percentiles(samples[f])[0] for f in FORMS}
     reads = ", ".join(f"{f} {read[f]:.0f} us" for f in FORMS)
+    rpcs = ", ".join(f"{f} {p50[f]:.0f} us ({len(inputs.predict[f])} B)" for f in FORMS)
     report.notes += [
-        f"Predict request form, for every server and control: {form}, the fastest of the three "
-        f"by 1-client p50 on the persistence-on server ({settings.form_calls} interleaved calls "
-        f"each: {figures})",
-        f"  the server's read of one request (parse + window into numpy, in process): {reads}",
+        f"Predict request form, for every server and control: {form}, the one the server reads "
+        f"fastest (parse + window into numpy, in process: {reads})",
+        f"  1-client Predict p50 by form, persistence-on server, {settings.form_calls} "
+        f"interleaved calls each: {rpcs}",
     ]
     return form
 
@@ -214,11 +218,16 @@ def closed_loops(
         f"{settings.clients} clients: {settings.rounds} rounds over the controls and the three "
         "MinhOS servers"
     )
-    targets = {
-        **{kind: servers.controls[kind].target for kind in CONTROLS},
-        **{key: server.target for key, server in servers.minhos.items()},
+    loads = {
+        **{
+            kind: Load(control.target, PREDICT, body, (control.pid,))
+            for kind, control in servers.controls.items()
+        },
+        **{
+            key: Load(server.target, PREDICT, body, tuple(server.serving_pids()))
+            for key, server in servers.minhos.items()
+        },
     }
-    loads = {name: Load(target, PREDICT, body) for name, target in targets.items()}
     totals = alternate(
         loads, settings.clients, settings.load_seconds, settings.rounds, servers.idle()
     )
@@ -239,17 +248,17 @@ def stream_rounds(
     bodies: Sequence[bytes],
     settings: Settings,
     progress: Progress,
-) -> dict[str, float]:
-    """Median server CPU per message (us) of the bare stream and of PredictStream."""
+) -> dict[str, list[float]]:
+    """Server CPU per message (us) of each round, of the bare stream and of PredictStream."""
     on, bare = servers.minhos[ON], servers.bare
-    rounds = {"bare": StreamRounds(), "PredictStream": StreamRounds()}
+    rounds = {BARE: StreamRounds(), STREAM: StreamRounds()}
     with (
         grpc.insecure_channel(bare.target, options=channel_options()) as bare_channel,
         grpc.insecure_channel(on.target, options=channel_options()) as channel,
     ):
         kinds = [
-            ("bare", stream_caller(bare_channel, BARE_STREAM, bodies), bare.pid),
-            ("PredictStream", stream_caller(channel, PREDICT_STREAM, bodies), on.pid),
+            (BARE, stream_caller(bare_channel, BARE_STREAM, bodies), bare.pid),
+            (STREAM, stream_caller(channel, PREDICT_STREAM, bodies), on.pid),
         ]
         for i in range(settings.measure_rounds):
             progress(f"streams, round {i + 1} of {settings.measure_rounds}")
@@ -257,10 +266,10 @@ def stream_rounds(
                 procfs.settle(servers.idle())
                 rounds[name].run(run_stream, len(bodies), pid)
     report.rows += [
-        stream_row("bare bidi stream, pipelined", rounds["bare"]),
-        stream_row("PredictStream, pipelined, persistence on", rounds["PredictStream"]),
+        stream_row("bare bidi stream, pipelined", rounds[BARE]),
+        stream_row("PredictStream, pipelined, persistence on", rounds[STREAM]),
     ]
-    return {name: r.cpu_per_message_us for name, r in rounds.items()}
+    return {name: r.cpu_us for name, r in rounds.items()}
 
 
 def scoring_path_note(servers: Servers) -> str:
@@ -280,7 +289,7 @@ def figures(
     settings: Settings,
     p50_us: dict[str, float],
     loads: dict[str, LoadTotals],
-    stream_cpu_us: dict[str, float],
+    stream_cpu_us: dict[str, list[float]],
     forbidden: list[str],
     errors: dict[str, int],
 ) -> Figures:
