@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import ipaddress
 import logging
 import threading
 import time
@@ -26,7 +27,7 @@ from minhos.v1 import (
     monitoring_pb2,
     retrain_pb2,
 )
-from server.core.config import Config
+from server.core.config import Config, ServerConfig
 from server.core.manifest import KIND_OF_COMPONENT
 from server.monitoring.alerts import AlertCandidate
 from server.monitoring.monitor import Monitor, reference_of
@@ -68,6 +69,34 @@ if TYPE_CHECKING:
     Interceptor = grpc.ServerInterceptor[Any, Any]
 else:
     Interceptor = grpc.ServerInterceptor
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name (or "" for every interface): it may be reachable from afar
+        return False
+
+
+def plaintext_warnings(srv: ServerConfig) -> list[str]:
+    """What an operator must hear at start about a server without TLS."""
+    if srv.tls_cert_file and srv.tls_key_file:
+        return []
+    warnings = []
+    if srv.token:
+        warnings.append(
+            "server.token is set but TLS is off (server.tls_cert_file/server.tls_key_file unset):"
+            " the bearer token travels in clear text"
+        )
+    if not is_loopback(srv.host):
+        warnings.append(
+            f"server.host={srv.host!r} is not a loopback address and TLS is off"
+            " (server.tls_cert_file/server.tls_key_file unset): requests and replies, token"
+            " included, are readable on the network"
+        )
+    return warnings
 
 
 class TokenInterceptor(Interceptor):
@@ -281,6 +310,8 @@ class MinhosServer:
             log.exception("periodic evaluation failed")
 
     def start(self) -> MinhosServer:
+        for warning in plaintext_warnings(self.config.server):
+            log.warning(warning)
         self.holder.reload()
         self._set_health()
         self.server.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import signal
 import sys
 import threading
 import time
@@ -262,6 +263,29 @@ def test_crashed_and_hung_jobs_fail_and_serving_is_unaffected(
     assert retraining.repository.deployed() == before
     models = load_model_set(retraining.repository, before, config)  # still loads and scores
     assert models.versions == before
+
+
+def test_a_worker_killed_mid_job_fails_it_and_the_next_job_runs(
+    trained: Trained, coordinator: Callable[..., Retraining]
+) -> None:
+    config = tiny_config(trained, min_log_loss_improvement=10.0)  # the next job: quick, rejected
+    retraining = coordinator(config)
+    before = retraining.repository.deployed()
+    killed, _ = retraining.trigger("lstm", market_time=MARKET_TIME)
+    queued, _ = retraining.trigger("ensemble", market_time=MARKET_TIME)
+    retraining.tick(MARKET_TIME)
+    worker = retraining._worker
+    assert worker is not None and worker.job_id == killed.id
+    deadline = time.monotonic() + 30
+    while not retraining.job(killed.id).log:  # mid-job: the worker has reported progress
+        assert worker.process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    worker.process.send_signal(signal.SIGKILL)
+    row = run_to_end(retraining, killed.id, timeout=10)
+    assert row.state == "failed" and row.failure_reason.startswith("worker exited with code -9")
+    assert retraining.repository.deployed() == before
+    assert load_model_set(retraining.repository, before, config).versions == before
+    assert run_to_end(retraining, queued.id).state == "rejected"
 
 
 def test_rollback_restores_the_backup_and_is_recorded(
