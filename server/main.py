@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -53,7 +54,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     if count == 1:
         print(f"minhos serving on {config.server.host}:{server.port}", flush=True)
-    stop.wait()
+        stop.wait()
+    else:
+        # A child of a process group drains and exits when its parent is gone, however the
+        # parent ended (a kill -9 of the parent must not leave serving orphans on the port).
+        parent = os.getppid()
+        while not stop.wait(0.5):
+            if os.getppid() != parent:
+                log.warning("the process group's parent is gone; draining")
+                break
+        # Bounded: with no parent left to kill a child stuck in its drain, it must go itself.
+        drain = threading.Thread(target=server.stop, name="minhos-drain", daemon=True)
+        drain.start()
+        drain.join(config.server.shutdown_grace_s + 10)
+        if drain.is_alive():
+            log.error("drain did not finish; exiting")
+            os._exit(1)
+        return 0
     server.stop()
     return 0
 

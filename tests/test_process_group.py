@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -149,3 +150,46 @@ def test_two_processes_share_the_port_and_swap_under_load(
         if group.poll() is None:
             group.kill()
             group.wait()
+        # The children notice their parent is gone and exit on their own.
+        deadline = time.monotonic() + 20
+        while _children_of_port(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _children_of_port(port), "serving processes outlived their parent"
+
+
+def _children_of_port(port: int) -> list[int]:
+    """Pids of serving processes started for ``port`` (their environment names it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"server.main" in cmdline and f"MINHOS_SERVER_PORT={port}".encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+def test_children_leave_when_the_parent_is_killed(trained: Trained) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        **as_env(trained.config()),
+        "MINHOS_SERVER_PORT": str(port),
+        "MINHOS_SERVER_METRICS_PORT": "0",
+        "MINHOS_SERVER_PROCESSES": "2",
+    }
+    group = subprocess.Popen([sys.executable, "-m", "server.main"], env=env)
+    try:
+        _wait_serving(port, group)
+        assert len(_children_of_port(port)) >= 2
+    finally:
+        group.kill()  # no SIGTERM forwarded: the children must notice on their own
+        group.wait()
+    deadline = time.monotonic() + 20
+    while _children_of_port(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _children_of_port(port), "serving processes outlived their parent"
