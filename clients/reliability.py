@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -39,8 +38,11 @@ from xml.etree import ElementTree
 import grpc
 import numpy as np
 import numpy.typing as npt
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clients.bench import procfs
+from clients.bench.inputs import Models, clean_env, train_models
+from clients.bench.measure import percentiles
+from clients.bench.servers import free_port, health_serving
 from clients.client import bars_from_arrays, channel_options, columns_from_arrays
 from minhos.v1 import inference_pb2, inference_pb2_grpc
 
@@ -125,13 +127,6 @@ class Persisted:
 
 
 @dataclass(frozen=True)
-class Models:
-    repository: Path
-    #: The SQLite registry ``repository`` was published into (copied, never written).
-    database: Path
-
-
-@dataclass(frozen=True)
 class Server:
     process: subprocess.Popen[bytes]
     target: str
@@ -140,45 +135,6 @@ class Server:
     @property
     def pid(self) -> int:
         return self.process.pid
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return float(line.split()[1]) / 1024
-    return float("nan")
-
-
-def percentiles(samples_s: Sequence[float]) -> tuple[float, float]:
-    """p50 and p99 in µs."""
-    if not samples_s:
-        return float("nan"), float("nan")
-    arr = np.asarray(samples_s) * 1e6
-    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
-
-
-def _serving(target: str) -> bool:
-    with grpc.insecure_channel(target) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=0.5
-            )
-        except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-def _environment(settings: dict[str, str]) -> dict[str, str]:
-    """This process's environment without MinhOS settings, plus ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MINHOS_")}
-    env.pop("DATABASE_URL", None)
-    return {**env, **settings}
 
 
 @contextmanager
@@ -192,7 +148,7 @@ def real_server(models: Models, scratch: Path, name: str) -> Iterator[Server]:
     ):
         source.backup(copy)
     port = free_port()
-    env = _environment(
+    env = clean_env(
         {
             "MINHOS_SERVER_PORT": str(port),
             "MINHOS_SERVER_METRICS_PORT": "0",
@@ -211,7 +167,7 @@ def real_server(models: Models, scratch: Path, name: str) -> Iterator[Server]:
     target = f"127.0.0.1:{port}"
     try:
         began = time.monotonic()
-        while not _serving(target):
+        while not health_serving(target, 0.5):
             if process.poll() is not None or time.monotonic() - began > 60:
                 raise RuntimeError(f"server {name} did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.05)
@@ -224,24 +180,6 @@ def real_server(models: Models, scratch: Path, name: str) -> Iterator[Server]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def train_models(into: Path) -> Models:
-    """The default models, trained by ``python -m export.train`` in its own process."""
-    models = Models(into / "models", into / "registry.db")
-    env = _environment(
-        {
-            "MINHOS_STORAGE_DATABASE_URL": f"sqlite:///{models.database}",
-            "MINHOS_STORAGE_MODEL_REPOSITORY": str(models.repository),
-        }
-    )
-    with (into / "train.log").open("w") as out:
-        done = subprocess.run(
-            [sys.executable, "-m", "export.train"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    if done.returncode != 0:
-        raise RuntimeError(f"training failed:\n{(into / 'train.log').read_text()[-3000:]}")
-    return models
 
 
 class _Client:
@@ -354,7 +292,7 @@ def run_load(
         began = time.monotonic()
         while not stop.is_set() and server_pid is not None:
             try:
-                mb = rss_mb(server_pid)
+                mb = procfs.rss_mb(server_pid)
             except OSError:
                 return
             result.rss.append((time.monotonic() - began, mb))

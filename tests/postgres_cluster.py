@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from clients.reliability import free_port
+from clients.bench import free_port
 from tests.test_postgres import BIN, _as_postgres
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.reliability import Models, Series, load_lines, load_on_real_server
+from clients.bench import Models
+from clients.reliability import Series, load_lines, load_on_real_server
 from export.data import MarketData
 from tests.conftest import Trained
 from tests.reliability_record import record

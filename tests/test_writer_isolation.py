@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from clients.reliability import free_port
+from clients.bench import free_port
 from server.storage.schema import (
     OutcomeRow,
     PredictionRow,

@@ -87,41 +87,35 @@ class PredictionOutcomes:
     realized_return: FloatArray
 
 
-def prediction_outcomes(
-    now: dt.datetime,
-    start: dt.datetime | None = None,
-    newest: int | None = None,
-    resolved_only: bool = False,
+#: What a PredictionOutcomes reads, in its order; resolved_at last (it decides what counts).
+_OUTCOME_COLUMNS = (
+    PredictionRow.bar_time,
+    PredictionRow.probability_up,
+    PredictionRow.confidence,
+    PredictionRow.lstm_probability,
+    PredictionRow.ensemble_probability,
+    PredictionRow.latency_ms,
+    PredictionRow.lstm_version,
+    PredictionRow.ensemble_version,
+    PredictionRow.kelly_version,
+    OutcomeRow.realized_return,
+    OutcomeRow.resolved_at,
+)
+
+
+def _prediction_outcomes(
+    query: pw.Select, now: dt.datetime | None, newest: bool
 ) -> PredictionOutcomes:
-    """Predictions with ``start < bar_time <= now`` (the newest ``newest`` of them if given); an
-    outcome counts only once ``resolved_at <= now``, so a report as of a past bar never sees
-    later outcomes."""
-    query = _joined(
-        PredictionRow.bar_time,
-        PredictionRow.probability_up,
-        PredictionRow.confidence,
-        PredictionRow.lstm_probability,
-        PredictionRow.ensemble_probability,
-        PredictionRow.latency_ms,
-        PredictionRow.lstm_version,
-        PredictionRow.ensemble_version,
-        PredictionRow.kelly_version,
-        OutcomeRow.realized_return,
-        OutcomeRow.resolved_at,
-    ).where(PredictionRow.bar_time <= now)
-    if start is not None:
-        query = query.where(PredictionRow.bar_time > start)
-    if resolved_only:
-        query = query.where(OutcomeRow.resolved_at.is_null(False) & (OutcomeRow.resolved_at <= now))
-    if newest:
-        query = query.order_by(PredictionRow.bar_time.desc()).limit(newest)
-    else:
-        query = query.order_by(PredictionRow.bar_time)
+    """The rows of a query over :data:`_OUTCOME_COLUMNS`, oldest first (``newest``: the query
+    ordered them newest first); an outcome resolved after ``now`` reads as unresolved."""
     rows = _parse_times([list(r) for r in database.execute(query).fetchall()], (0, 10))
     if newest:
         rows.reverse()
     realized = [
-        r[9] if r[9] is not None and r[10] is not None and r[10] <= now else math.nan for r in rows
+        r[9]
+        if r[9] is not None and r[10] is not None and (now is None or r[10] <= now)
+        else math.nan
+        for r in rows
     ]
     return PredictionOutcomes(
         bar_time=[r[0] for r in rows],
@@ -135,38 +129,37 @@ def prediction_outcomes(
     )
 
 
+def prediction_outcomes(
+    now: dt.datetime,
+    start: dt.datetime | None = None,
+    newest: int | None = None,
+    resolved_only: bool = False,
+) -> PredictionOutcomes:
+    """Predictions with ``start < bar_time <= now`` (the newest ``newest`` of them if given); an
+    outcome counts only once ``resolved_at <= now``, so a report as of a past bar never sees
+    later outcomes."""
+    query = _joined(*_OUTCOME_COLUMNS).where(PredictionRow.bar_time <= now)
+    if start is not None:
+        query = query.where(PredictionRow.bar_time > start)
+    if resolved_only:
+        query = query.where(OutcomeRow.resolved_at.is_null(False) & (OutcomeRow.resolved_at <= now))
+    if newest:
+        query = query.order_by(PredictionRow.bar_time.desc()).limit(newest)
+    else:
+        query = query.order_by(PredictionRow.bar_time)
+    return _prediction_outcomes(query, now, bool(newest))
+
+
 def version_outcomes(kind: str, version: str, limit: int) -> PredictionOutcomes:
     """The first ``limit`` resolved predictions (oldest first) made with ``version`` of ``kind``:
     what a new version's probation is judged on."""
     query = (
-        _joined(
-            PredictionRow.bar_time,
-            PredictionRow.probability_up,
-            PredictionRow.confidence,
-            PredictionRow.lstm_probability,
-            PredictionRow.ensemble_probability,
-            PredictionRow.latency_ms,
-            PredictionRow.lstm_version,
-            PredictionRow.ensemble_version,
-            PredictionRow.kelly_version,
-            OutcomeRow.realized_return,
-            resolved_only=True,
-        )
+        _joined(*_OUTCOME_COLUMNS, resolved_only=True)
         .where(VERSION_COLUMN[kind] == version)
         .order_by(PredictionRow.bar_time)
         .limit(limit)
     )
-    rows = _parse_times([list(r) for r in database.execute(query).fetchall()], (0,))
-    return PredictionOutcomes(
-        bar_time=[r[0] for r in rows],
-        p_up=np.array([r[1] for r in rows], dtype=np.float64),
-        confidence=np.array([r[2] for r in rows], dtype=np.float64),
-        lstm_p=np.array([r[3] for r in rows], dtype=np.float64),
-        ensemble_p=np.array([r[4] for r in rows], dtype=np.float64),
-        latency_ms=np.array([r[5] for r in rows], dtype=np.float64),
-        versions=[(r[6], r[7], r[8]) for r in rows],
-        realized_return=np.array([r[9] for r in rows], dtype=np.float64),
-    )
+    return _prediction_outcomes(query, None, newest=False)
 
 
 def served_outcomes(
