@@ -9,8 +9,7 @@ import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Callable
-from concurrent import futures
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +37,7 @@ from server.storage.registry import ModelRepository
 from server.storage.schema import close_database, open_database, utcnow
 from server.storage.writer import BatchWriter
 from server.transport import handlers
+from server.transport.host import AioHost
 from server.transport.oip import SERVICE_NAME as OIP_SERVICE
 from server.transport.oip import OpenInferenceServicer
 from server.transport.servicers import (
@@ -58,6 +58,8 @@ SERVICES = [
     retrain_pb2.DESCRIPTOR.services_by_name["RetrainService"].full_name,
     OIP_SERVICE,
 ]
+#: Unary methods cheap enough, and free of blocking I/O, to run on the event loop (host.py).
+INLINE_METHODS = frozenset({"Predict", "ModelInfer"})
 #: Reachable without a token: probes and discovery must work before credentials are set up.
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -66,9 +68,9 @@ if TYPE_CHECKING:
     from server.retraining.coordinator import Retraining
 
     Handler = grpc.RpcMethodHandler[Any, Any]
-    Interceptor = grpc.ServerInterceptor[Any, Any]
+    AioInterceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
-    Interceptor = grpc.ServerInterceptor
+    AioInterceptor = grpc.aio.ServerInterceptor
 
 
 def is_loopback(host: str) -> bool:
@@ -99,32 +101,34 @@ def plaintext_warnings(srv: ServerConfig) -> list[str]:
     return warnings
 
 
-class TokenInterceptor(Interceptor):
+class TokenInterceptor(AioInterceptor):
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
 
-        def deny(request: Any, context: grpc.ServicerContext) -> Any:
-            context.abort(
+        async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, "authorization: missing or wrong bearer token"
             )
 
-        self._deny = grpc.unary_unary_rpc_method_handler(deny)
-        self._deny_stream = grpc.stream_stream_rpc_method_handler(
-            lambda it, context: deny(None, context)
-        )
+        async def deny_stream(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await deny(None, context)
+            yield  # pragma: no cover - abort raises; the yield makes this a stream handler
 
-    def intercept_service(
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+        self._deny_stream = grpc.stream_stream_rpc_method_handler(deny_stream)
+
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
+    ) -> Handler:
         method = handler_call_details.method
         if method.startswith(OPEN_METHODS):
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
         given = metadata.get("authorization", "")
         given_bytes = given.encode() if isinstance(given, str) else given
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None or hmac.compare_digest(given_bytes, self._expected):
             return handler
         # A denial of the method's own kind: a unary one on a stream (ModelStreamInfer's name does
@@ -190,23 +194,20 @@ class MinhosServer:
         self._degraded: dict[str, bool] = {}
         self.health = health.HealthServicer(experimental_non_blocking=True)
         srv = config.server
-        interceptors: list[grpc.ServerInterceptor[Any, Any]] = (
-            [TokenInterceptor(srv.token)] if srv.token else []
-        )
-        self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=srv.workers, thread_name_prefix="minhos-rpc"),
+        self.server = AioHost(
+            workers=srv.workers,
+            interceptors=[TokenInterceptor(srv.token)] if srv.token else [],
             options=[
                 ("grpc.max_receive_message_length", srv.max_message_bytes),
                 ("grpc.max_send_message_length", srv.max_message_bytes),
                 # Only a process group shares its port; alone, a taken port is an error.
                 ("grpc.so_reuseport", 1 if slot.count > 1 else 0),
             ],
-            interceptors=interceptors,
         )
         self.add_servicers()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server.server)
         reflection.enable_server_reflection(
-            [*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            [*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server.server
         )
         address = f"{srv.host}:{srv.port}"
         if srv.tls_cert_file and srv.tls_key_file:
@@ -244,7 +245,7 @@ class MinhosServer:
             (OpenInferenceServicer(plane, telemetry), _service(oip_pb2, "GRPCInferenceService")),
         ]
         for servicer, descriptor in services:
-            handlers.register(self.server, servicer, descriptor)
+            handlers.register(self.server, servicer, descriptor, self.server.pool, INLINE_METHODS)
 
     def _swapped(self, models: ModelSet) -> None:
         self.telemetry.set_versions(models.versions)
@@ -334,7 +335,7 @@ class MinhosServer:
         self._stop.set()
         for name in ["", *SERVICES]:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.server.stop(self.config.server.shutdown_grace_s if grace is None else grace).wait()
+        self.server.stop(self.config.server.shutdown_grace_s if grace is None else grace)
         if self._poller.is_alive():
             self._poller.join(timeout=5)
         if self.retraining is not None:
@@ -345,4 +346,4 @@ class MinhosServer:
         log.info("stopped")
 
     def wait(self) -> None:
-        self.server.wait_for_termination()
+        self.server.wait()

@@ -195,3 +195,32 @@ def test_the_server_exports_the_writer_counters(trained: Trained) -> None:
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     assert b"minhos_writer_rejected_rows_total 0.0" in page
     assert b"minhos_writer_dropped_rows_total 0.0" in page
+
+
+def test_request_rows_of_a_batch_merge_and_keep_their_counts(sqlite_db: Path) -> None:
+    """One row per (method, code, market time) and batch, standing for its requests: the error
+    rate reads the same sums, and a flush still waits for every row put."""
+    from server.storage.queries import request_counts
+
+    writer = BatchWriter(60.0, 100_000)  # nothing written until the flush
+    later = T0 + dt.timedelta(days=1)
+    for i in range(70):
+        writer.put_requests([("Predict", "OK", float(i), T0, T0, 1)])
+    writer.put_requests([("PredictStream", "OK", 4.0, T0, T0, 30)])  # a stream's batch
+    for _ in range(20):
+        writer.put_requests([("Predict", "INVALID_ARGUMENT", 2.0, T0, T0, 1)])
+    writer.put_requests([("Predict", "OK", 1.0, T0, later, None)])  # an older row's NULL
+    writer.put_predictions([prediction("p1")])
+    assert writer.flush(timeout=10)
+    rows = {
+        (r.method, r.code, r.market_time): (r.messages, r.latency_ms) for r in RequestRow.select()
+    }
+    assert rows == {
+        ("Predict", "OK", T0): (70, pytest.approx(34.5)),
+        ("PredictStream", "OK", T0): (30, 4.0),
+        ("Predict", "INVALID_ARGUMENT", T0): (20, 2.0),
+        ("Predict", "OK", later): (1, 1.0),
+    }
+    assert PredictionRow.select().count() == 1
+    assert request_counts(None, T0, ["INVALID_ARGUMENT"], inclusive=True) == (120, 20)
+    writer.close()

@@ -52,11 +52,34 @@ def valid_rows(ohlcv: FloatArray) -> npt.NDArray[np.bool_]:
     return ok
 
 
+#: Columns of ``ohlcv @ _MARGINS``: high - open, high - close, open - low, close - low, low,
+#: volume. A bar is valid when all six are >= 0, low > 0 and all are finite.
+_MARGINS = np.array(
+    [
+        [-1.0, 0.0, 1.0, 0.0, 0.0, 0.0],  # open
+        [1.0, 1.0, 0.0, 0.0, 0.0, 0.0],  # high
+        [0.0, 0.0, -1.0, -1.0, 1.0, 0.0],  # low
+        [0.0, -1.0, 0.0, 1.0, 0.0, 0.0],  # close
+        [0.0, 0.0, 0.0, 0.0, 0.0, 1.0],  # volume
+    ]
+)
+
+
 def all_valid(ohlcv: FloatArray, times: npt.NDArray[np.datetime64] | None = None) -> bool:
-    """True when :func:`validate_ohlcv` would pass: a few vector operations, no diagnosis."""
-    ok = bool(valid_rows(ohlcv).all())
+    """True when :func:`validate_ohlcv` would pass, in a few array operations (the request path
+    checks a window per call). The six margins are linear in a bar, so one product gives them all;
+    a difference of two floats has the sign of theirs, so ">= 0" is exact. A NaN in a bar makes a
+    margin NaN, which fails the minimum; an infinity makes one infinite or NaN."""
+    if len(ohlcv) == 0:
+        return True
+    margins = ohlcv @ _MARGINS
+    least = margins.min(axis=0)
+    # The product itself turns an infinity into NaN (0 * inf) in other margins, but a BLAS may
+    # skip zero coefficients: the maximum does not rely on it.
+    ok = bool(least.min() >= 0.0 and least[4] > 0.0 and margins.max() < np.inf)
     if ok and times is not None:
-        ok = len(times) == len(ohlcv) and bool((np.diff(times.astype(np.int64)) > 0).all())
+        stamps = times.astype(np.int64)
+        ok = len(times) == len(ohlcv) and bool((stamps[1:] > stamps[:-1]).all())
     return ok
 
 

@@ -12,7 +12,9 @@ Calibrators:
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -129,8 +131,28 @@ class KellyComponent:
         if self.method == "platt":
             return _sigmoid(self.a * _logit(p) + self.b)
         if self.method == "isotonic":
-            return np.asarray(np.interp(p, self.knots_x, self.knots_y), dtype=np.float64)
+            return np.asarray(np.interp(p, *self._knots), dtype=np.float64)
         return p
+
+    def calibrate_one(self, p: float) -> float:
+        """:meth:`calibrate` of one probability, in the same operations on floats."""
+        if self.method == "platt":
+            p = min(max(p, _EPS), 1 - _EPS)
+            z = self.a * math.log(p / (1 - p)) + self.b
+            try:
+                return 1.0 / (1.0 + math.exp(-z))
+            except OverflowError:  # numpy's exp gives inf there, and 1 / inf is 0
+                return 0.0
+        if self.method == "isotonic":
+            return float(np.interp(p, *self._knots))
+        return p
+
+    @functools.cached_property
+    def _knots(self) -> tuple[FloatArray, FloatArray]:
+        """The isotonic knots as arrays, converted once rather than on every call."""
+        return np.asarray(self.knots_x, dtype=np.float64), np.asarray(
+            self.knots_y, dtype=np.float64
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -11,7 +11,9 @@
 Confidence is the probability the predicted direction is right, moved away from the coin flip when
 two different models see the same thing and toward it when they do not. The fused probability itself
 is left unadjusted: Kelly sizing uses it after the Kelly component's calibrator, which is fitted on
-outcomes, whereas the boost is a prior. Vectorised over numpy arrays (batch of predictions).
+outcomes, whereas the boost is a prior. Vectorised over numpy arrays (batch of predictions); a
+batch of one, the unary Predict path, takes the same rule on Python floats, where numpy's per-call
+overhead would cost more than the arithmetic (a test holds the two to the same numbers).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Fused:
 
 
 def fuse(p_lstm: FloatArray, p_ensemble: FloatArray, config: FusionConfig) -> Fused:
+    if np.shape(p_lstm) == (1,) and np.shape(p_ensemble) == (1,):
+        return _fuse_one(float(p_lstm[0]), float(p_ensemble[0]), config)
     p_lstm = np.asarray(p_lstm, dtype=np.float64)
     p_ensemble = np.asarray(p_ensemble, dtype=np.float64)
     p = config.lstm_weight * p_lstm + (1.0 - config.lstm_weight) * p_ensemble
@@ -51,4 +55,20 @@ def fuse(p_lstm: FloatArray, p_ensemble: FloatArray, config: FusionConfig) -> Fu
         agreement=1.0 - np.abs(p_lstm - p_ensemble),
         agree=agree,
         direction=np.where(p >= 0.5, 1, -1).astype(np.int8),
+    )
+
+
+def _fuse_one(p_lstm: float, p_ensemble: float, config: FusionConfig) -> Fused:
+    """:func:`fuse` for one pair, in the same operations and order (so the same floats)."""
+    w = config.lstm_weight
+    p = w * p_lstm + (1.0 - w) * p_ensemble
+    agree = (p_lstm >= 0.5) == (p_ensemble >= 0.5)
+    scale = 1.0 + config.agreement_boost if agree else 1.0 - config.disagreement_penalty
+    confidence = min(max(0.5 + abs(p - 0.5) * scale, 0.5), 1.0)
+    return Fused(
+        probability_up=np.array([p]),
+        confidence=np.array([confidence]),
+        agreement=np.array([1.0 - abs(p_lstm - p_ensemble)]),
+        agree=np.array([agree]),
+        direction=np.array([1 if p >= 0.5 else -1], dtype=np.int8),
     )

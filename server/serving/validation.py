@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from server.core.bars import BarError, validate_ohlcv
+from server.core.bars import BarError, all_valid, validate_ohlcv
 from server.core.errors import InvalidArgument, NotFound
 
 FloatArray = npt.NDArray[np.float64]
@@ -71,6 +71,9 @@ def window_of(
         )
     base = len(ohlcv) - need
     times, ohlcv = times[base:], ohlcv[base:]
+    # Sorted times with a positive first one are all set: the common case costs two checks.
+    if times[0] > 0 and all_valid(ohlcv, times.view("datetime64[s]")):
+        return times, ohlcv
     if np.any(times <= 0):
         row = int(np.flatnonzero(times <= 0)[0])
         raise InvalidArgument("time is not set", field=field_of(form, row + base, "time"))

@@ -192,6 +192,8 @@ class BatchWriter:
                 except queue.Empty:
                     break
             if batch:
+                batch, merged = _coalesced(batch)
+                self._count_written(merged)
                 self._write(batch)
             if closing:
                 break
@@ -289,6 +291,42 @@ class BatchWriter:
         with self._flushed:
             self._written += count
             self._flushed.notify_all()
+
+
+def _coalesced(batch: Sequence[Item]) -> tuple[list[Item], int]:
+    """The batch with its request rows merged per (method, code, market time): one row whose
+    ``messages`` is their sum, ``latency_ms`` their mean weighted by messages and ``created_at``
+    the latest; and how many rows were merged away. Only sums of ``messages`` are read (error
+    rates), and at thousands of Predicts a second one row per call would cost the writer thread
+    more than the predictions' own rows."""
+    method, code, latency, created, market, messages = (
+        REQUEST_COLUMNS.index(c)
+        for c in ("method", "code", "latency_ms", "created_at", "market_time", "messages")
+    )
+    merged: dict[tuple[Any, ...], list[Any]] = {}
+    others: list[Item] = []
+    count = 0
+    for item in batch:
+        table, columns, rows = item
+        if table is not RequestRow or columns != REQUEST_COLUMNS:
+            others.append(item)
+            continue
+        for row in rows:
+            count += 1
+            n = row[messages] or 1
+            key = (row[method], row[code], row[market])
+            into = merged.get(key)
+            if into is None:
+                merged[key] = [*row[:messages], n, *row[messages + 1 :]]
+                continue
+            total = into[messages] + n
+            into[latency] = (into[latency] * into[messages] + row[latency] * n) / total
+            into[created] = max(into[created], row[created])
+            into[messages] = total
+    if not merged:
+        return list(batch), 0
+    others.append((RequestRow, REQUEST_COLUMNS, [tuple(row) for row in merged.values()]))
+    return others, count - len(merged)
 
 
 def _grouped(batch: Sequence[Item]) -> list[Item]:

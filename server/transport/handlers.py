@@ -2,13 +2,22 @@
 deserializers that never raise: a body that does not parse becomes an :class:`Undecodable`
 request, which the servicer answers INVALID_ARGUMENT. grpcio would otherwise answer INTERNAL
 before any handler runs, and a stream whose messages fail to parse kept the server from stopping
-(grpcio 1.81)."""
+(grpcio 1.81).
+
+The server is ``grpc.aio`` (host.py). A servicer's ``async`` methods (the streams) run on the event
+loop as they are; a plain method runs in the server's thread pool, unless it is named ``inline``:
+cheap, never-blocking unary methods (Predict, ModelInfer) run on the loop too, which spares them
+two thread hand-offs a call.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Collection
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn, Protocol
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -51,13 +60,71 @@ def _refusing_undecodable(behaviour: Callable[[Any, Any], Any]) -> Callable[[Any
     return guarded
 
 
-def register(server: grpc.Server, servicer: object, service: ServiceDescriptor) -> None:
-    """Every method of ``service`` served by the servicer's method of the same name."""
+class _Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code, self.details = code, details
+
+
+class _RaisingContext:
+    """The context a plain servicer method is given: its ``abort`` raises, and the async wrapper
+    ends the call with that status. (An aio context's ``abort`` is a coroutine, which a plain
+    function cannot await, and the context grpc.aio gives plain functions in its thread pool does
+    not raise from ``abort``, so code after it would run.)"""
+
+    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
+        raise _Aborted(code, details)
+
+
+def _on_loop(behaviour: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return behaviour(request, _RaisingContext())
+        except _Aborted as aborted:
+            await context.abort(aborted.code, aborted.details)
+
+    return handle
+
+
+def _in_pool(
+    behaviour: Callable[[Any, Any], Any], pool: Executor
+) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(pool, behaviour, request, _RaisingContext())
+        except _Aborted as aborted:
+            await context.abort(aborted.code, aborted.details)
+
+    return handle
+
+
+class Registry(Protocol):
+    """Where handlers go: a ``grpc.aio.Server`` or the host that owns one."""
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None: ...
+
+
+def register(
+    server: Registry,
+    servicer: object,
+    service: ServiceDescriptor,
+    pool: Executor,
+    inline: Collection[str] = (),
+) -> None:
+    """Every method of ``service`` served by the servicer's method of the same name: the plain
+    unary methods named in ``inline`` on the event loop, the other plain ones in ``pool``, and the
+    async (streaming) ones on the loop as they are."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         behaviour = getattr(servicer, method.name)
-        if not method.client_streaming:
-            behaviour = _refusing_undecodable(behaviour)
+        streaming = method.client_streaming or method.server_streaming
+        if streaming != inspect.isasyncgenfunction(behaviour):
+            # A plain generator would read each message through a hop to the loop and back.
+            raise ValueError(f"{method.name}: a method must be an async generator iff it streams")
+        if not streaming:
+            guarded = _refusing_undecodable(behaviour)
+            behaviour = _on_loop(guarded) if method.name in inline else _in_pool(guarded, pool)
         parse = parser(GetMessageClass(method.input_type))
         serialize = GetMessageClass(method.output_type).SerializeToString
         make = {

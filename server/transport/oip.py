@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,9 +245,11 @@ class OpenInferenceServicer(Base, oip_grpc.GRPCInferenceServiceServicer):
         self._infer(request, response)
         return response
 
-    def ModelStreamInfer(
-        self, request_iterator: Iterator[oip.ModelInferRequest], context: grpc.ServicerContext
-    ) -> Iterator[oip.ModelStreamInferResponse]:
+    async def ModelStreamInfer(
+        self,
+        request_iterator: AsyncIterator[oip.ModelInferRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[oip.ModelStreamInferResponse]:
         """Triton's streaming: each request answered in order; one that fails is answered with
         its error message and the stream goes on."""
 
@@ -280,10 +282,11 @@ class OpenInferenceServicer(Base, oip_grpc.GRPCInferenceServiceServicer):
                 self._done("ModelStreamInfer", code, began, count)
             return replies, True
 
-        for replies in pipelined(
+        async for replies in pipelined(
             request_iterator, answer, max_batch=MAX_STREAM_BATCH, max_in_flight=MAX_IN_FLIGHT
         ):
-            yield from replies
+            for reply in replies:
+                yield reply
 
     def _resolve(
         self, name: str, version: str, name_field: str, version_field: str

@@ -10,7 +10,7 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -107,6 +107,10 @@ class Base:
     def _abort(
         self, context: grpc.ServicerContext, method: str, exc: Exception, began: float
     ) -> None:
+        context.abort(*self._failed(method, exc, began))
+
+    def _failed(self, method: str, exc: Exception, began: float) -> tuple[grpc.StatusCode, str]:
+        """The status a failed call ends with (accounted for and, if the server's fault, logged)."""
         if isinstance(exc, MinhosError):
             code = CODES.get(type(exc), grpc.StatusCode.INTERNAL)
             message = str(exc)
@@ -121,7 +125,7 @@ class Base:
             )
             log.error("unhandled error", exc_info=exc, extra={"method": method})
         self._done(method, code, began)
-        context.abort(code, message)
+        return code, message
 
 
 def rpc(
@@ -162,9 +166,11 @@ class InferenceServicer(Base, inference_pb2_grpc.InferenceServiceServicer):
         times, ohlcv, form = convert.window_in(request)
         return convert.prediction_out(self.plane.predict(request.symbol, times, ohlcv, form))
 
-    def PredictStream(
-        self, request_iterator: Iterator[inference_pb2.StreamRequest], context: grpc.ServicerContext
-    ) -> Iterator[inference_pb2.StreamResponse]:
+    async def PredictStream(
+        self,
+        request_iterator: AsyncIterator[inference_pb2.StreamRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[inference_pb2.StreamResponse]:
         session = StreamSession(self.plane)
         index = 0
 
@@ -188,12 +194,13 @@ class InferenceServicer(Base, inference_pb2_grpc.InferenceServiceServicer):
             replies = [convert.stream_response_out(step) for step in steps]
             return _Replies(replies, error, began), error is None
 
-        for out in pipelined(
+        async for out in pipelined(
             request_iterator, score, max_batch=MAX_STREAM_BATCH, max_in_flight=MAX_IN_FLIGHT
         ):
-            yield from out.replies
+            for reply in out.replies:
+                yield reply
             if out.error is not None:  # the last batch: the pipeline stopped after it
-                self._abort(context, "PredictStream", out.error, out.began)
+                await context.abort(*self._failed("PredictStream", out.error, out.began))
 
     @rpc("RecordOutcome")
     def RecordOutcome(
