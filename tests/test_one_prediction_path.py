@@ -55,6 +55,7 @@ def test_fusing_one_pair_equals_fusing_it_in_a_batch(config: FusionConfig) -> No
         assert one.agree[0] == batch.agree[i]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
 @pytest.mark.parametrize("component", _components(), ids=lambda c: f"{c.method}-{c.a}")
 def test_sizing_one_prediction_equals_sizing_it_in_a_batch(component: KellyComponent) -> None:
     a, b = _pairs()

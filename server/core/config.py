@@ -27,7 +27,8 @@ class ConfigError(ValueError):
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
-    #: Thread-pool size of the gRPC server.
+    #: Threads for the RPCs that may block (database reads, flushes, rollbacks). Predict,
+    #: ModelInfer and the two streams run on the server's event loop and take none.
     workers: int = 8
     #: Largest request accepted; bigger ones get RESOURCE_EXHAUSTED.
     max_message_bytes: int = 4 * 1024 * 1024

@@ -98,10 +98,7 @@ class Base:
         """Accounts for ``messages`` requests served together (a stream's batch) in ``began``'s
         time: each is counted, and observed with the batch's latency."""
         elapsed = time.perf_counter() - began
-        self.telemetry.requests.labels(method, code.name).inc(messages)
-        latency = self.telemetry.latency.labels(method)
-        for _ in range(messages):
-            latency.observe(elapsed)
+        self.telemetry.served(method, code.name, elapsed, messages)
         self.plane.record_request(method, code.name, elapsed, self.plane.market_now, messages)
 
     def _abort(

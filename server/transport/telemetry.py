@@ -72,8 +72,22 @@ class Telemetry:
             registry=self.registry,
         )
         self.reloads = Counter("minhos_model_swaps", "Model-set hot swaps", registry=self.registry)
+        # The labelled children, looked up once: ``labels()`` validates and locks on every call.
+        self._served: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._versions: dict[str, str] = {}
         self._http: Any = None
+
+    def served(self, method: str, code: str, seconds: float, messages: int = 1) -> None:
+        """Counts ``messages`` requests of ``method`` answered ``code``, each observed with
+        ``seconds`` (a stream's batch shares its latency)."""
+        children = self._served.get((method, code))
+        if children is None:
+            children = self.requests.labels(method, code), self.latency.labels(method)
+            self._served[method, code] = children
+        count, latency = children
+        count.inc(messages)
+        for _ in range(messages):
+            latency.observe(seconds)
 
     def set_versions(self, versions: dict[str, str]) -> None:
         for kind, old in self._versions.items():
