@@ -5,10 +5,10 @@ is a second implementation held to it by a parity check at build time (:func:`ch
 and by tests on the whole built-in series and on random bars. Change a feature there and the build
 refuses the graph until this module computes the same.
 
-Written for onnxruntime's cost model, where a small graph costs per node and per gathered element
-rather than per flop: every rolling mean is the difference of two rows of one cumulative sum (all
-channels at once), and the batch is the last axis, so each gather or slice moves whole batch rows.
-Float64 throughout; parity with numpy is about 3e-14 on the S&P 500.
+Written for onnxruntime's cost model, where a small graph costs per node (about a microsecond
+each at batch 1) rather than per flop: every rolling mean is the difference of two entries of one
+cumulative sum (all channels at once), the nine means come out of two gathers, and splits replace
+runs of slices. Float64 throughout; parity with numpy is about 3e-14 on the S&P 500.
 
   input  "bars"      float64 (batch, bars_required(window), 5)   OHLCV, oldest first
   output "features"  float64 (batch, window, F)                  as ``window_features_batch``
@@ -94,6 +94,10 @@ class WindowFeatures(nn.Module):
                 "server/core/features.py computes other features than the graph: "
                 f"{FEATURE_NAMES} != {GRAPH_FEATURES}; update export/feature_graph.py"
             )
+        if tuple(range(5)) != (OPEN, HIGH, LOW, CLOSE, VOLUME):
+            raise FeatureGraphError(
+                "the graph splits bars in the order open, high, low, close, volume"
+            )
         self.window = window
         self.need = bars_required(window)
         self.first = LOOKBACK - 1  # bar index of the first output row's last bar
@@ -101,57 +105,54 @@ class WindowFeatures(nn.Module):
         self.register_buffer("lagged", ends[:, None] - torch.tensor(LAGS)[None, :])
         channel = torch.tensor([CHANNELS.index(name) for name, _ in ROLLING])
         length = torch.tensor([n for _, n in ROLLING])
-        # Indices into the (bar, channel) rows of the flattened cumulative sums.
+        # Indices into the (bar, channel) columns of the flattened cumulative sums.
         self.register_buffer("end_at", ends[:, None] * len(CHANNELS) + channel[None, :])
         self.register_buffer(
             "start_at", (ends[:, None] + 1 - length[None, :]) * len(CHANNELS) + channel[None, :]
         )
-        self.register_buffer("lengths", length.to(torch.float64)[:, None])
+        self.register_buffer("lengths", length.to(torch.float64))
         # n / (n - 1) of the two volatility lengths: sample variance from the two means.
         volatility_lengths = torch.tensor([n for _, n in ROLLING[:2]], dtype=torch.float64)
-        bessel = volatility_lengths / (volatility_lengths - 1.0)
-        self.register_buffer("bessel", bessel[:, None])
+        self.register_buffer("bessel", volatility_lengths / (volatility_lengths - 1.0))
 
     def forward(self, bars: torch.Tensor) -> torch.Tensor:
-        first, need = self.first, self.need
-        x = bars.permute(1, 2, 0)  # (B, 5, N): batch last
-        close = x[:, CLOSE : CLOSE + 1]  # (B, 1, N)
-        volume = x[:, VOLUME : VOLUME + 1]
+        first, need, channels = self.first, self.need, len(CHANNELS)
+        # Every tensor is (batch, bar, channel): splits and concatenations on the last axis, so
+        # the graph needs no transposes (a batch-last layout made onnxruntime insert a dozen).
+        _, _, _, close, volume = torch.split(bars, 1, dim=2)
         log_close = torch.log(close)
         # Bar-indexed returns: bar 0 has none (0), so every series below shares one bar index.
-        returns = torch.cat([log_close[:1] - log_close[:1], log_close[1:] - log_close[:-1]], dim=0)
+        returns = log_close - torch.cat([log_close[:, :1], log_close[:, :-1]], dim=1)
         gain = torch.clamp(returns, min=0.0)
         # Uncentred, so that a run of flat closes sums exact zeros (volatility exactly 0, as numpy).
-        series = torch.cat([close, volume, returns, returns * returns, gain, gain - returns], dim=1)
-        inclusive = torch.cumsum(series, dim=0)
+        series = torch.cat([close, volume, returns, returns * returns, gain, gain - returns], dim=2)
+        inclusive = torch.cumsum(series, dim=1)
         exclusive = inclusive - series
-        flat_in = inclusive.reshape(need * len(CHANNELS), -1)
-        flat_ex = exclusive.reshape(need * len(CHANNELS), -1)
-        means = (flat_in[self.get_buffer("end_at")] - flat_ex[self.get_buffer("start_at")]) / (
-            self.get_buffer("lengths")
-        )  # (window, len(ROLLING), N)
-        mean_return = means[:, 0:2]
-        variance = (means[:, 2:4] - mean_return * mean_return) * self.get_buffer("bessel")
+        flat_in = inclusive.reshape(-1, need * channels)
+        flat_ex = exclusive.reshape(-1, need * channels)
+        means = (
+            flat_in[:, self.get_buffer("end_at")] - flat_ex[:, self.get_buffer("start_at")]
+        ) / self.get_buffer("lengths")  # (batch, window, len(ROLLING))
+        mean_return, mean_square, gains, losses, closes, volumes = torch.split(
+            means, [2, 2, 1, 1, 2, 1], dim=2
+        )
+        variance = (mean_square - mean_return * mean_return) * self.get_buffer("bessel")
         volatility = torch.sqrt(torch.clamp(variance, min=0.0))
-        gains, losses = means[:, 4:5], means[:, 5:6]
         total = gains + losses
         rsi = torch.where(total > 0, gains / total, 0.5) - 0.5
-        last_close = close[first:]
-        ma_ratio = last_close / means[:, 6:8] - 1.0
-        volume_change = torch.log1p(volume[first:]) - torch.log1p(means[:, 8:9])
-        lagged = log_close.reshape(need, -1)[self.get_buffer("lagged")]
-        log_returns = log_close[first:] - lagged
-        last = x[first:]
-        high, low = last[:, HIGH : HIGH + 1], last[:, LOW : LOW + 1]
+        open_, high, low, last_close, last_volume = torch.split(bars[:, first:], 1, dim=2)
+        ma_ratio = last_close / closes - 1.0
+        volume_change = torch.log1p(last_volume) - torch.log1p(volumes)
+        lagged = log_close.reshape(-1, need)[:, self.get_buffer("lagged")]
+        log_returns = log_close[:, first:] - lagged
         log_range = torch.log(high / low)
         spread = high - low
         location = torch.where(spread > 0, (last_close - low) / spread, 0.5) - 0.5
-        gap = torch.log(last[:, OPEN : OPEN + 1]) - log_close[first - 1 : -1]
-        out = torch.cat(
+        gap = torch.log(open_) - log_close[:, first - 1 : -1]
+        return torch.cat(
             [log_returns, volatility, rsi, ma_ratio, volume_change, log_range, location, gap],
-            dim=1,
-        )  # (window, F, N)
-        return out.permute(2, 0, 1)
+            dim=2,
+        )  # (batch, window, F)
 
 
 def export_feature_graph(window: int) -> bytes:

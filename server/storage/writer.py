@@ -100,6 +100,8 @@ class BatchWriter:
         self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._backlog: list[Item] = []
+        #: Request rows merged into rows not yet written (see _coalesced): done with them.
+        self._merged = 0
         self._flushed = threading.Condition()
         self._written = 0
         self._enqueued = 0
@@ -184,21 +186,24 @@ class BatchWriter:
             due = time.monotonic() + self.interval_s
             self._wake.clear()
             closing = self._closed
-            batch = self._backlog
-            self._backlog = []
+            fresh: list[Item] = []
             while True:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    fresh.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            # Only fresh rows are merged: the backlog was merged when it was fresh, and the rows
+            # merged away are done when the batch they were merged in is.
+            fresh, merged = _coalesced(fresh)
+            self._merged += merged
+            batch = self._backlog + fresh
+            self._backlog = []
             if batch:
-                batch, merged = _coalesced(batch)
-                self._count_written(merged)
                 self._write(batch)
             if closing:
                 break
         if self._backlog:  # closing while the database is failing: say what is lost
-            lost = sum(len(rows) for _, _, rows in self._backlog)
+            lost = sum(len(rows) for _, _, rows in self._backlog) + self._merged
             log.error("writer closed with rows unwritten", extra={"rows": lost})
             with self._flushed:
                 self.dropped += lost
@@ -216,7 +221,7 @@ class BatchWriter:
                 self._write_apart(groups)
             return
         self.last_error = ""
-        self._count_written(sum(len(rows) for _, _, rows in groups))
+        self._count_written(sum(len(rows) for _, _, rows in groups) + self._take_merged())
 
     def _insert(self, groups: Sequence[Item]) -> None:
         """One transaction; inserting a row already present is a no-op, so a retry of rows that
@@ -251,7 +256,7 @@ class BatchWriter:
                 continue
             written += len(rows)
             pending.pop(0)
-        self._count_written(written)
+        self._count_written(written + self._take_merged())
 
     def _reject(
         self, table: type[BaseModel], columns: tuple[str, ...], row: tuple[Any, ...], exc: Exception
@@ -282,10 +287,15 @@ class BatchWriter:
                 keep.append((table, columns, take))
                 kept += len(take)
         with self._flushed:
-            self.dropped += count - kept
+            # Request rows go first when the backlog is full: those merged into them go too.
+            self.dropped += count - kept + (self._take_merged() if kept < count else 0)
             self._flushed.notify_all()
         self._backlog = keep
         time.sleep(min(1.0, self.interval_s * 5))
+
+    def _take_merged(self) -> int:
+        merged, self._merged = self._merged, 0
+        return merged
 
     def _count_written(self, count: int) -> None:
         with self._flushed:

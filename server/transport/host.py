@@ -39,9 +39,14 @@ class AioHost:
         interceptors: Sequence[Interceptor] = (),
     ) -> None:
         self.loop = asyncio.new_event_loop()
+        self.pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="minhos-rpc")
+        # The loop's default executor scores stream batches (pipeline.py): a pool of its own, so
+        # that streams never wait for a slow RPC's thread, nor the reverse.
+        self.loop.set_default_executor(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="minhos-stream")
+        )
         self._thread = threading.Thread(target=self._run, name="minhos-grpc-loop", daemon=True)
         self._thread.start()
-        self.pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="minhos-rpc")
 
         async def make() -> grpc.aio.Server:
             # The server binds to the loop it is created on.
@@ -92,7 +97,7 @@ class AioHost:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(LOOP_TIMEOUT_S)
             if not self._thread.is_alive():
-                self.loop.close()
+                self.loop.close()  # also shuts the default executor down
             self.pool.shutdown(wait=False, cancel_futures=True)
 
     def tasks(self) -> int:
