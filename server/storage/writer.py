@@ -307,7 +307,7 @@ def _coalesced(batch: Sequence[Item]) -> tuple[list[Item], int]:
     """The batch with its request rows merged per (method, code, market time): one row whose
     ``messages`` is their sum, ``latency_ms`` their mean weighted by messages and ``created_at``
     the latest; and how many rows were merged away. Only sums of ``messages`` are read (error
-    rates), and at thousands of Predicts a second one row per call would cost the writer thread
+    rates), and at a thousand Predicts a second, a second row per call would cost the writer thread
     more than the predictions' own rows."""
     method, code, latency, created, market, messages = (
         REQUEST_COLUMNS.index(c)

@@ -5,8 +5,9 @@ Why asyncio: per unary call, grpcio's synchronous server spends about twice the 
 server in its own machinery (thread-pool hand-offs and completion-queue polling, all under the
 GIL); on a process bound by one interpreter that is the difference between the two controls of
 ``make bench``. Handlers that are cheap and never block (Predict, ModelInfer and the streams) run
-on the loop itself; every other handler is a plain function that grpc.aio runs in the
-``workers``-thread pool it is given, so a slow database read never stalls the loop.
+on the loop itself; every other one runs in the ``workers``-thread pool (handlers.py hands it
+over; grpc.aio also runs the library's own plain servicers, health checking, there), so a slow
+database read never stalls the loop.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class AioHost:
             self.pool.shutdown(wait=False, cancel_futures=True)
 
     def tasks(self) -> int:
-        """Tasks on the loop: one per RPC in flight, plus each stream's reader."""
+        """Tasks on the loop: grpc's for each RPC in flight, and each stream's reader."""
 
         async def count() -> int:
             return len(asyncio.all_tasks()) - 1  # less this one
