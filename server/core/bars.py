@@ -72,7 +72,8 @@ def all_valid(ohlcv: FloatArray, times: npt.NDArray[np.datetime64] | None = None
     margin NaN, which fails the minimum; an infinity makes one infinite or NaN."""
     if len(ohlcv) == 0:
         return True
-    margins = ohlcv @ _MARGINS
+    with np.errstate(all="ignore"):  # NaN and infinities in bad bars are the point, not a warning
+        margins = ohlcv @ _MARGINS
     least = margins.min(axis=0)
     # The product itself turns an infinity into NaN (0 * inf) in other margins, but a BLAS may
     # skip zero coefficients: the maximum does not rely on it.
