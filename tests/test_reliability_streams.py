@@ -120,8 +120,10 @@ def test_abandoned_streams_free_their_resources(trained: Trained, sp500: MarketD
 
 
 def test_a_cancelled_stream_frees_its_worker(trained: Trained, sp500: MarketData) -> None:
-    """The gRPC pool has one worker: if a cancelled stream kept it, Predict would time out."""
-    with running(trained.config(), workers=1) as (_, client):
+    """One worker in each pool (the RPC pool and the stream-scoring pool): if a cancelled stream
+    kept its scoring thread, the next stream would hang; GetServingInfo (in the RPC pool) and
+    Predict (on the loop) must answer too."""
+    with running(trained.config(), workers=1) as (srv, client):
         need = client.serving_info().bars_required
         probe = window(sp500, live_index(sp500), need)
         for i in range(3):
@@ -130,5 +132,7 @@ def test_a_cancelled_stream_frees_its_worker(trained: Trained, sp500: MarketData
             call.cancel()  # type: ignore[no-untyped-call]
             try:
                 client.predict("SPX", probe, timeout=5)
+                client.serving_info(timeout=5)
             except grpc.RpcError as exc:
                 raise AssertionError(f"after cancel {i}: {exc.code().name}") from exc
+        assert full_stream(f"127.0.0.1:{srv.port}", sp500, need, "AFTER") == need + 5
