@@ -25,6 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     # Set by server/process_group.py for its children: "INDEX/COUNT".
     parser.add_argument("--slot", default="0/1", help=argparse.SUPPRESS)
+    # The group's pid, passed by it: a child that read its parent's pid only once it had started
+    # would read its new parent's if the group died during its start-up, and never leave.
+    parser.add_argument("--parent", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
@@ -58,11 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         # A child of a process group drains and exits when its parent is gone, however the
         # parent ended (a kill -9 of the parent must not leave serving orphans on the port).
-        parent = os.getppid()
-        while not stop.wait(0.5):
-            if os.getppid() != parent:
-                log.warning("the process group's parent is gone; draining")
-                break
+        parent = args.parent or os.getppid()
+        while os.getppid() == parent and not stop.wait(0.5):
+            pass
+        if not stop.is_set():
+            log.warning("the process group's parent is gone; draining")
         # Bounded: with no parent left to kill a child stuck in its drain, it must go itself.
         drain = threading.Thread(target=server.stop, name="minhos-drain", daemon=True)
         drain.start()

@@ -94,7 +94,11 @@ class ProcessGroup:
         return env
 
     def _spawn(self, child: Child) -> None:
-        argv = [sys.executable, "-m", "server.main", "--slot", f"{child.index}/{self.count}"]
+        argv = [
+            sys.executable,
+            *("-m", "server.main", "--slot", f"{child.index}/{self.count}"),
+            *("--parent", str(os.getpid())),
+        ]
         child.process = subprocess.Popen(argv, env=self._env(child))
         child.started = time.monotonic()
 

@@ -14,18 +14,17 @@ import urllib.request
 from pathlib import Path
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.bench import free_port
 from clients.client import MinhosClient, columns_from_arrays
 from export.data import MarketData
-from export.train import Fitted, publish_set
+from export.train import publish_set
 from server.core.config import as_env
 from server.core.manifest import KINDS
 from server.storage.registry import ModelRepository
 from server.storage.schema import close_database, open_database
-from tests.conftest import Trained
+from tests.conftest import Trained, deployed_as_fitted
 from tests.server_harness import live_index
 
 CLIENTS = 16  # connections: the kernel spreads them over the processes
@@ -52,21 +51,7 @@ def _republish(trained: Trained) -> dict[str, str]:
     open_database(trained.database_url)
     try:
         repository = ModelRepository(trained.root / "models")
-        fitted = []
-        for kind, version in repository.deployed().items():
-            manifest, payload = repository.load_verified(kind, version)
-            fitted.append(
-                Fitted(
-                    kind,
-                    payload,
-                    manifest.file,
-                    manifest.feature_spec,
-                    manifest.metrics,
-                    manifest.info,
-                    np.zeros(1),
-                    np.zeros(1),
-                )
-            )
+        fitted = deployed_as_fitted(repository)
         manifests = publish_set(repository, fitted, {k: f"swap-{k}" for k in KINDS}, deploy=True)
         return {k: m.version for k, m in manifests.items()}
     finally:
@@ -193,3 +178,25 @@ def test_children_leave_when_the_parent_is_killed(trained: Trained) -> None:
     while _children_of_port(port) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _children_of_port(port), "serving processes outlived their parent"
+
+
+def test_a_child_whose_group_died_during_its_start_up_leaves(trained: Trained) -> None:
+    """The group passes its pid: a child that only read its parent's pid after starting would
+    read its new parent's and serve forever (found as a 1-in-4 failure of the test above)."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a group that died before its child was up
+    port = free_port()
+    env = {
+        **os.environ,
+        **as_env(trained.config()),
+        "MINHOS_SERVER_PORT": str(port),
+        "MINHOS_SERVER_METRICS_PORT": "0",
+    }
+    argv = [sys.executable, "-m", "server.main", "--slot", "1/2", "--parent", str(gone.pid)]
+    child = subprocess.Popen(argv, env=env)
+    try:
+        assert child.wait(timeout=60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
