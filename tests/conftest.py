@@ -17,7 +17,7 @@ import pytest
 from export.data import MarketData, load_sp500
 from export.ensemble import EnsembleSettings
 from export.lstm import LSTMSettings
-from export.train import TrainReport, TrainSettings, train_and_publish
+from export.train import Fitted, TrainReport, TrainSettings, train_and_publish
 from server.core.config import Config, StorageConfig, load_config
 from server.storage.registry import ModelRepository
 from server.storage.schema import close_database, open_database
@@ -91,3 +91,52 @@ def trained(tmp_path: Path, trained_once: Trained) -> Iterator[Trained]:
     shutil.copytree(trained_once.root, root)
     yield Trained(root, f"sqlite:///{root}/minhos.db", trained_once.report)
     close_database()
+
+
+def deployed_as_fitted(repository: ModelRepository) -> list[Fitted]:
+    """The deployed set, as if just trained again (same bytes), ready for ``publish_set`` under
+    new versions: a hot swap without training. The repository's database must be open."""
+    out = []
+    for kind, version in repository.deployed().items():
+        manifest, payload = repository.load_verified(kind, version)
+        out.append(
+            Fitted(
+                kind=kind,
+                payload=payload,
+                file=manifest.file,
+                feature_spec=manifest.feature_spec,
+                metrics=manifest.metrics,
+                info=manifest.info,
+                p_validation=np.zeros(1),
+                p_test=np.zeros(1),
+            )
+        )
+    return out
+
+
+def register_in(url: str, trained: Trained, root: Path) -> ModelRepository:
+    """The trained set published again, deployed, in the database at ``url`` (same files, under
+    ``root``): the registry a server on that database reads. Leaves no database open."""
+    open_database(trained.database_url)
+    try:
+        source = ModelRepository(trained.root / "models")
+        manifests = [source.load_verified(k, v) for k, v in source.deployed().items()]
+    finally:
+        close_database()
+    open_database(url)
+    target = ModelRepository(root)
+    try:
+        for manifest, payload in manifests:
+            target.publish(
+                manifest.kind,
+                payload,
+                file=manifest.file,
+                feature_spec=manifest.feature_spec,
+                metrics=manifest.metrics,
+                info=manifest.info,
+                version=manifest.version,
+                deploy=True,
+            )
+    finally:
+        close_database()
+    return target

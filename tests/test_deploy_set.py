@@ -4,34 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 
-import numpy as np
 import pytest
 
-from export.train import Fitted, publish_set
+from export.train import publish_set
 from server.core.manifest import KINDS
 from server.storage.registry import ModelNotFoundError, ModelRepository
 from server.storage.schema import database, open_database
-from tests.conftest import Trained
-
-
-def _refit(repository: ModelRepository) -> list[Fitted]:
-    """The deployed set, as if just trained again (same bytes, new versions)."""
-    out = []
-    for kind, version in repository.deployed().items():
-        manifest, payload = repository.load_verified(kind, version)
-        out.append(
-            Fitted(
-                kind=kind,
-                payload=payload,
-                file=manifest.file,
-                feature_spec=manifest.feature_spec,
-                metrics=manifest.metrics,
-                info=manifest.info,
-                p_validation=np.zeros(1),
-                p_test=np.zeros(1),
-            )
-        )
-    return out
+from tests.conftest import Trained, deployed_as_fitted
 
 
 def test_publishing_a_trained_set_deploys_it_in_one_transaction(trained: Trained) -> None:
@@ -44,7 +23,7 @@ def test_publishing_a_trained_set_deploys_it_in_one_transaction(trained: Trained
     connection.set_trace_callback(statements.append)
     try:
         manifests = publish_set(
-            repository, _refit(repository), {k: f"v2-{k}" for k in KINDS}, deploy=True
+            repository, deployed_as_fitted(repository), {k: f"v2-{k}" for k in KINDS}, deploy=True
         )
     finally:
         connection.set_trace_callback(None)
@@ -61,7 +40,7 @@ def test_a_set_with_a_missing_version_deploys_nothing(trained: Trained) -> None:
     open_database(trained.database_url)
     repository = ModelRepository(trained.root / "models")
     before = repository.deployed()
-    fitted = _refit(repository)
+    fitted = deployed_as_fitted(repository)
     publish_set(repository, fitted[:2], {f.kind: f"v3-{f.kind}" for f in fitted}, deploy=False)
     with pytest.raises(ModelNotFoundError):
         repository.deploy_set({fitted[0].kind: f"v3-{fitted[0].kind}", "kelly": "nope"})

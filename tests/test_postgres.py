@@ -26,7 +26,7 @@ from server.storage.schema import (
     close_database,
     open_database,
 )
-from tests.conftest import Trained
+from tests.conftest import Trained, register_in
 from tests.server_harness import live_index, window
 
 BIN = Path("/usr/lib/postgresql/15/bin")
@@ -93,23 +93,10 @@ def test_two_replicas_share_one_postgres_database(
 ) -> None:
     # Register the trained models in PostgreSQL (same files, rows copied from the SQLite registry).
     open_database(trained.database_url)
-    repo = ModelRepository(trained.root / "models")
-    deployed = repo.deployed()
-    manifests = {k: repo.load_verified(k, v) for k, v in deployed.items()}
+    deployed = ModelRepository(trained.root / "models").deployed()
     close_database()
+    repo = register_in(postgres_url, trained, trained.root / "pg-models")
     open_database(postgres_url)
-    for kind, (manifest, payload) in manifests.items():
-        repo.root = trained.root / "pg-models"
-        repo.publish(
-            kind,
-            payload,
-            file=manifest.file,
-            feature_spec=manifest.feature_spec,
-            metrics=manifest.metrics,
-            info=manifest.info,
-            version=manifest.version,
-            deploy=True,
-        )
     assert repo.deployed() == deployed
     close_database()
 

@@ -24,7 +24,7 @@ from minhos.v1 import inference_pb2
 from server.core.manifest import Manifest
 from server.storage.registry import MANIFEST, ModelRepository
 from server.storage.schema import close_database, database, open_database
-from tests.conftest import Trained
+from tests.conftest import Trained, register_in
 from tests.postgres_cluster import available as postgres_available
 from tests.postgres_cluster import postgres_cluster
 from tests.reliability_record import record
@@ -502,32 +502,6 @@ def test_a_locked_database_delays_writes_and_loses_nothing(
     )
 
 
-def _register_in(url: str, trained: Trained, root: Path) -> Path:
-    """The trained set published again in the database at ``url`` (same files, under ``root``)."""
-    open_database(trained.database_url)
-    repo = ModelRepository(trained.root / "models")
-    deployed = repo.deployed()
-    manifests = {k: repo.load_verified(k, v) for k, v in deployed.items()}
-    close_database()
-    open_database(url)
-    target = ModelRepository(root)
-    try:
-        for manifest, payload in manifests.values():
-            target.publish(
-                manifest.kind,
-                payload,
-                file=manifest.file,
-                feature_spec=manifest.feature_spec,
-                metrics=manifest.metrics,
-                info=manifest.info,
-                version=manifest.version,
-                deploy=True,
-            )
-    finally:
-        close_database()
-    return target.root
-
-
 @dataclasses.dataclass(frozen=True)
 class Outage:
     acks: Acks
@@ -553,7 +527,7 @@ def postgres_outage(
         settings = {
             "MINHOS_STORAGE_DATABASE_URL": cluster.url,
             "MINHOS_STORAGE_MODEL_REPOSITORY": str(
-                _register_in(cluster.url, trained_once, tmp / "models")
+                register_in(cluster.url, trained_once, tmp / "models").root
             ),
             "MINHOS_SERVER_RELOAD_INTERVAL_S": "0.2",
         }

@@ -23,7 +23,7 @@ from export.feature_graph import (
     export_feature_graph,
     random_bars,
 )
-from export.train import Fitted, publish_set
+from export.train import publish_set
 from server.core import features as F
 from server.core.bars import CLOSE, HIGH, LOW, VOLUME
 from server.core.manifest import KINDS, Manifest
@@ -31,7 +31,7 @@ from server.serving import models as M
 from server.serving.models import ModelHolder, ModelSet, Scored, load_model_set
 from server.storage.registry import ModelRepository
 from server.storage.schema import open_database
-from tests.conftest import TINY, Trained
+from tests.conftest import TINY, Trained, deployed_as_fitted
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -242,22 +242,9 @@ def test_a_swap_loads_the_new_sets_graph_as_one_unit(trained: Trained) -> None:
     holder = ModelHolder(repository, trained.config())
     assert holder.reload() and holder.current.one_run
     first = holder.current
-    fitted = []
-    for kind in KINDS:
-        manifest, payload = repository.load_verified(kind, repository.deployed()[kind])
-        fitted.append(
-            Fitted(
-                kind,
-                payload,
-                manifest.file,
-                manifest.feature_spec,
-                manifest.metrics,
-                manifest.info,
-                np.zeros(1),
-                np.zeros(1),
-            )
-        )
-    publish_set(repository, fitted, {k: f"next-{k}" for k in KINDS}, deploy=True)
+    publish_set(
+        repository, deployed_as_fitted(repository), {k: f"next-{k}" for k in KINDS}, deploy=True
+    )
     assert holder.reload()
     second = holder.current
     assert second is not first and second.one_run and first.one_run
