@@ -19,7 +19,6 @@ import argparse
 import math
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from clients import cli
+from clients.bench.servers import terminate
 from clients.client import MinhosClient
 from clients.replay import DEFAULT_START
 from minhos.v1 import calibration_pb2, common_pb2
@@ -83,15 +83,6 @@ def fresh_demo_state(source_url: str, source_repository: Path, demo: Path) -> di
     finally:
         close_database()
     return {row["kind"]: row["version"] for row in rows}
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _wait_settled(client: MinhosClient, timeout: float = 10.0) -> None:
@@ -285,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     finally:
         for child in reversed(children):
-            _stop(child)
+            terminate(child, 15)
 
 
 if __name__ == "__main__":

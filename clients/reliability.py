@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -42,7 +41,7 @@ import numpy.typing as npt
 from clients.bench import procfs
 from clients.bench.inputs import Models, clean_env, train_models
 from clients.bench.measure import percentiles
-from clients.bench.servers import free_port, health_serving
+from clients.bench.servers import free_port, health_serving, terminate
 from clients.client import bars_from_arrays, channel_options, columns_from_arrays
 from minhos.v1 import inference_pb2, inference_pb2_grpc
 
@@ -173,13 +172,7 @@ def real_server(models: Models, scratch: Path, name: str) -> Iterator[Server]:
             time.sleep(0.05)
         yield Server(process, target, database)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, 30)
 
 
 class _Client:

@@ -50,6 +50,17 @@ def health_serving(target: str, timeout: float) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def terminate(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM (a MinhOS server drains its writes), then a kill after ``grace`` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def log_events(log: Path, message: str) -> list[dict[str, object]]:
     """The server's JSON log lines whose message is ``message``."""
     found = []
@@ -149,13 +160,7 @@ def real_server(
         server.rss_at_ready = server.serving_rss_mb()
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, 20)
 
 
 @dataclass(frozen=True)
