@@ -79,7 +79,7 @@ def all_valid(ohlcv: FloatArray, times: npt.NDArray[np.datetime64] | None = None
     # skip zero coefficients: the maximum does not rely on it.
     ok = bool(least.min() >= 0.0 and least[4] > 0.0 and margins.max() < np.inf)
     if ok and times is not None:
-        stamps = times.astype(np.int64)
+        stamps = times.view(np.int64)  # no copy: a datetime64 is an int64 count
         ok = len(times) == len(ohlcv) and bool((stamps[1:] > stamps[:-1]).all())
     return ok
 
