@@ -5,10 +5,17 @@ is a second implementation held to it by a parity check at build time (:func:`ch
 and by tests on the whole built-in series and on random bars. Change a feature there and the build
 refuses the graph until this module computes the same.
 
-Written for onnxruntime's cost model, where a small graph costs per node (about a microsecond
-each at batch 1) rather than per flop: every rolling mean is the difference of two entries of one
-cumulative sum (all channels at once), the nine means come out of two gathers, and splits replace
-runs of slices. Float64 throughout; parity with numpy is about 3e-14 on the S&P 500.
+Written by hand for onnxruntime's cost model, where a small graph costs per node (a few
+microseconds each at batch 1) rather than per flop: 31 nodes, where the same features exported
+from torch took 55. Every feature is a function of a handful of *terms*, each the difference of two
+entries of one flat vector that holds the running sums of nine bar series, the log prices and the
+bars themselves: a rolling sum is the difference of two running sums, a log return the difference
+of two log closes, a bar value its difference with an exact zero. Two gathers and one subtraction
+make every term of every output row; one matrix product combines them into the linear quantities
+(means, numerators, denominators); a few element-wise nodes finish. Every product column combines
+at most two terms, so the graph rounds like the reference (no long sums where cancellation could
+leave noise in place of the reference's exact zeros). Float64 throughout; parity with numpy is about
+3e-14 on the S&P 500.
 
   input  "bars"      float64 (batch, bars_required(window), 5)   OHLCV, oldest first
   output "features"  float64 (batch, window, F)                  as ``window_features_batch``
@@ -16,16 +23,13 @@ runs of slices. Float64 throughout; parity with numpy is about 3e-14 on the S&P 
 
 from __future__ import annotations
 
-import logging
-import tempfile
-import warnings
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-import torch
-from torch import nn
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 from server.core.bars import CLOSE, HIGH, LOW, OPEN, VOLUME
 from server.core.features import (
@@ -40,8 +44,7 @@ FloatArray = npt.NDArray[np.float64]
 
 BARS = "bars"
 FEATURES = "features"
-#: The legacy (TorchScript) exporter at this opset is what was measured; serving_graph.py converts
-#: it to the models' opset when it composes.
+#: serving_graph.py converts the graph to the models' opset when it composes.
 OPSET = 17
 #: Largest |graph - numpy| accepted; the graph differs by rounding only (about 1e-14).
 FEATURE_TOLERANCE = 1e-6
@@ -64,117 +67,219 @@ GRAPH_FEATURES: tuple[str, ...] = (
     "gap",
 )
 LAGS = (1, 2, 5, 10, 20)
-#: Series whose rolling means the features read, stacked as channels of one cumulative sum.
-CHANNELS = ("close", "volume", "return", "return_squared", "gain", "loss")
-#: (channel, length) of each rolling mean, in the order the features read them.
-ROLLING = (
-    ("return", 10),
-    ("return", 20),
-    ("return_squared", 10),
-    ("return_squared", 20),
-    ("gain", RSI_PERIOD),
-    ("loss", RSI_PERIOD),
-    ("close", 10),
-    ("close", LOOKBACK),
-    ("volume", 20),
+VOLATILITY = (10, 20)
+MA = (10, LOOKBACK)
+VOLUME_MEAN = 20
+#: Series summed over bars: the five bar columns, then what the rolling means read.
+SERIES = ("open", "high", "low", "close", "volume", "return", "return_squared", "gain", "loss")
+#: Columns of the product, in the order its split hands them to the element-wise nodes.
+PARTS = ("linear", "mean_square", "mean_return", "numerator", "denominator", "volume", "log_volume")
+#: Named outputs of the element-wise nodes, in the order they are concatenated.
+LINEAR = (
+    "log_return_1",
+    "log_return_2",
+    "log_return_5",
+    "log_return_10",
+    "log_return_20",
+    "log_range",
+    "gap",
 )
+RATIOS = ("rsi_14", "close_location", "ma_ratio_10", "ma_ratio_50")
+CONCATENATED = (*LINEAR, "volatility_10", "volatility_20", *RATIOS, "volume_change_20")
+
+#: (end, start): a term's value is values[end] - values[start] in the flat vector.
+Term = tuple[int, int]
 
 
 class FeatureGraphError(ValueError):
     """The graph does not compute the reference features (names or values)."""
 
 
-class WindowFeatures(nn.Module):
-    """(N, bars_required(window), 5) bars -> (N, window, F) features, as the numpy reference."""
+@dataclass(frozen=True)
+class _Layout:
+    """Where things are in the flat vector: the running sums first ((need + 1) bars of the series,
+    bar 0 holding the empty sum, exactly 0), then per bar the five logs and the five bar values."""
 
-    def __init__(self, window: int) -> None:
-        super().__init__()
-        if GRAPH_FEATURES != FEATURE_NAMES:
-            raise FeatureGraphError(
-                "server/core/features.py computes other features than the graph: "
-                f"{FEATURE_NAMES} != {GRAPH_FEATURES}; update export/feature_graph.py"
-            )
-        if tuple(range(5)) != (OPEN, HIGH, LOW, CLOSE, VOLUME):
-            raise FeatureGraphError(
-                "the graph splits bars in the order open, high, low, close, volume"
-            )
-        self.window = window
-        self.need = bars_required(window)
-        self.first = LOOKBACK - 1  # bar index of the first output row's last bar
-        ends = torch.arange(self.first, self.need)
-        self.register_buffer("lagged", ends[:, None] - torch.tensor(LAGS)[None, :])
-        channel = torch.tensor([CHANNELS.index(name) for name, _ in ROLLING])
-        length = torch.tensor([n for _, n in ROLLING])
-        # Indices into the (bar, channel) columns of the flattened cumulative sums.
-        self.register_buffer("end_at", ends[:, None] * len(CHANNELS) + channel[None, :])
-        self.register_buffer(
-            "start_at", (ends[:, None] + 1 - length[None, :]) * len(CHANNELS) + channel[None, :]
-        )
-        self.register_buffer("lengths", length.to(torch.float64))
-        # n / (n - 1) of the two volatility lengths: sample variance from the two means.
-        volatility_lengths = torch.tensor([n for _, n in ROLLING[:2]], dtype=torch.float64)
-        self.register_buffer("bessel", volatility_lengths / (volatility_lengths - 1.0))
+    need: int
 
-    def forward(self, bars: torch.Tensor) -> torch.Tensor:
-        first, need, channels = self.first, self.need, len(CHANNELS)
-        # Every tensor is (batch, bar, channel): splits and concatenations on the last axis, so
-        # the graph needs no transposes (a batch-last layout made onnxruntime insert a dozen).
-        _, _, _, close, volume = torch.split(bars, 1, dim=2)
-        log_close = torch.log(close)
-        # Bar-indexed returns: bar 0 has none (0), so every series below shares one bar index.
-        returns = log_close - torch.cat([log_close[:, :1], log_close[:, :-1]], dim=1)
-        gain = torch.clamp(returns, min=0.0)
-        # Uncentred, so that a run of flat closes sums exact zeros (volatility exactly 0, as numpy).
-        series = torch.cat([close, volume, returns, returns * returns, gain, gain - returns], dim=2)
-        inclusive = torch.cumsum(series, dim=1)
-        exclusive = inclusive - series
-        flat_in = inclusive.reshape(-1, need * channels)
-        flat_ex = exclusive.reshape(-1, need * channels)
-        means = (
-            flat_in[:, self.get_buffer("end_at")] - flat_ex[:, self.get_buffer("start_at")]
-        ) / self.get_buffer("lengths")  # (batch, window, len(ROLLING))
-        mean_return, mean_square, gains, losses, closes, volumes = torch.split(
-            means, [2, 2, 1, 1, 2, 1], dim=2
+    @property
+    def zero(self) -> int:
+        return 0  # the empty sum of the first series
+
+    def window_sum(self, series: str, bar: int, length: int) -> Term:
+        """The sum of ``series`` over the ``length`` bars ending at ``bar``."""
+        column, width = SERIES.index(series), len(SERIES)
+        return ((bar + 1) * width + column, (bar + 1 - length) * width + column)
+
+    def log(self, column: int, bar: int) -> int:
+        return (self.need + 1) * len(SERIES) + bar * 10 + column
+
+    def value(self, column: int, bar: int) -> int:
+        return self.log(column, bar) + 5
+
+
+def _columns(layout: _Layout, t: int) -> list[tuple[str, dict[Term, float]]]:
+    """The product's columns for the output row whose last bar is ``t``: (part, {term: coefficient}).
+    Logs hold log(price) and log(1 + volume) (one Log node for all five)."""
+    zero, log, value = layout.zero, layout.log, layout.value
+    columns: list[tuple[str, dict[Term, float]]] = []
+    for lag in LAGS:
+        columns.append(("linear", {(log(CLOSE, t), log(CLOSE, t - lag)): 1.0}))
+    columns.append(("linear", {(log(HIGH, t), log(LOW, t)): 1.0}))
+    columns.append(("linear", {(log(OPEN, t), log(CLOSE, t - 1)): 1.0}))
+    for n in VOLATILITY:
+        # Sample variance as n / (n - 1) * (E[r^2] - E[r]^2): the element-wise nodes take the
+        # difference of these two columns, squaring the second.
+        bessel = n / (n - 1.0)
+        columns.append(("mean_square", {layout.window_sum("return_squared", t, n): bessel / n}))
+    for n in VOLATILITY:
+        columns.append(
+            ("mean_return", {layout.window_sum("return", t, n): np.sqrt(n / (n - 1.0)) / n})
         )
-        variance = (mean_square - mean_return * mean_return) * self.get_buffer("bessel")
-        volatility = torch.sqrt(torch.clamp(variance, min=0.0))
-        total = gains + losses
-        rsi = torch.where(total > 0, gains / total, 0.5) - 0.5
-        open_, high, low, last_close, last_volume = torch.split(bars[:, first:], 1, dim=2)
-        ma_ratio = last_close / closes - 1.0
-        volume_change = torch.log1p(last_volume) - torch.log1p(volumes)
-        lagged = log_close.reshape(-1, need)[:, self.get_buffer("lagged")]
-        log_returns = log_close[:, first:] - lagged
-        log_range = torch.log(high / low)
-        spread = high - low
-        location = torch.where(spread > 0, (last_close - low) / spread, 0.5) - 0.5
-        gap = torch.log(open_) - log_close[:, first - 1 : -1]
-        return torch.cat(
-            [log_returns, volatility, rsi, ma_ratio, volume_change, log_range, location, gap],
-            dim=2,
-        )  # (batch, window, F)
+    gains = layout.window_sum("gain", t, RSI_PERIOD)
+    losses = layout.window_sum("loss", t, RSI_PERIOD)
+    above_low = (value(CLOSE, t), value(LOW, t))
+    below_high = (value(HIGH, t), value(CLOSE, t))
+    close = (value(CLOSE, t), zero)
+    closes = {n: layout.window_sum("close", t, n) for n in MA}
+    # Each ratio minus its centre, as numerator / denominator, so that one division serves four
+    # features and a zero denominator (no moves, no spread) comes with a zero numerator:
+    # gains / (gains + losses) - 1/2 = (gains - losses) / (2 (gains + losses));
+    # (close - low) / (high - low) - 1/2 = ((close - low) - (high - close)) / (2 (high - low));
+    # close / mean - 1 = (close - mean) / mean.
+    columns.append(("numerator", {gains: 1.0, losses: -1.0}))
+    columns.append(("numerator", {above_low: 1.0, below_high: -1.0}))
+    for n in MA:
+        columns.append(("numerator", {close: 1.0, closes[n]: -1.0 / n}))
+    columns.append(("denominator", {gains: 2.0, losses: 2.0}))
+    columns.append(("denominator", {above_low: 2.0, below_high: 2.0}))
+    for n in MA:
+        columns.append(("denominator", {closes[n]: 1.0 / n}))
+    columns.append(("volume", {layout.window_sum("volume", t, VOLUME_MEAN): 1.0 / VOLUME_MEAN}))
+    columns.append(("log_volume", {(log(VOLUME, t), zero): 1.0}))
+    return sorted(columns, key=lambda c: PARTS.index(c[0]))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    ends: npt.NDArray[np.int64]  # (window, terms)
+    starts: npt.NDArray[np.int64]
+    combine: FloatArray  # (terms, columns), the same for every row
+    sizes: list[int]  # columns per part
+
+
+def _plan(window: int) -> _Plan:
+    layout = _Layout(bars_required(window))
+    first = LOOKBACK - 1  # bar index of the first output row's last bar
+    rows = [_columns(layout, t) for t in range(first, layout.need)]
+    terms = [list(dict.fromkeys(term for _, coefs in row for term in coefs)) for row in rows]
+
+    def matrix(row: int) -> FloatArray:
+        out = np.zeros((len(terms[row]), len(rows[row])))
+        for j, (_, coefs) in enumerate(rows[row]):
+            for term, coefficient in coefs.items():
+                out[terms[row].index(term), j] += coefficient
+        return out
+
+    combine = matrix(0)
+    # Rows differ only in which entries they gather; one matrix must combine them all.
+    if any(not np.array_equal(matrix(r), combine) for r in range(1, len(rows))):
+        raise FeatureGraphError("the feature rows do not share one combination")
+    if max(np.count_nonzero(combine, axis=0)) > 2:
+        raise FeatureGraphError("a column combines more than two terms")
+    return _Plan(
+        ends=np.array([[end for end, _ in row] for row in terms], dtype=np.int64),
+        starts=np.array([[start for _, start in row] for row in terms], dtype=np.int64),
+        combine=combine,
+        sizes=[sum(1 for part, _ in rows[0] if part == name) for name in PARTS],
+    )
 
 
 def export_feature_graph(window: int) -> bytes:
-    """The ONNX graph of :class:`WindowFeatures`, with a dynamic batch axis."""
-    module = WindowFeatures(window).eval()
-    # An example batch of 1 can pin the batch axis to 1 even when declared dynamic: use 2.
-    example = torch.rand((2, bars_required(window), 5), dtype=torch.float64) + 1.0
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path = Path(tmp) / "features.onnx"
-        torch.onnx.export(
-            module,
-            (example,),
-            path,
-            input_names=[BARS],
-            output_names=[FEATURES],
-            dynamic_axes={BARS: {0: "batch"}, FEATURES: {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
+    """The ONNX graph of the features of ``window`` rows, with a dynamic batch axis."""
+    if GRAPH_FEATURES != FEATURE_NAMES:
+        raise FeatureGraphError(
+            "server/core/features.py computes other features than the graph: "
+            f"{FEATURE_NAMES} != {GRAPH_FEATURES}; update export/feature_graph.py"
         )
-        return path.read_bytes()
+    if tuple(range(5)) != (OPEN, HIGH, LOW, CLOSE, VOLUME):
+        raise FeatureGraphError("the graph reads bars in the order open, high, low, close, volume")
+    plan = _plan(window)
+    need = bars_required(window)
+
+    def const(name: str, array: npt.ArrayLike) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.asarray(array), name)
+
+    def int64(*values: int) -> npt.NDArray[np.int64]:
+        return np.array(values, dtype=np.int64)
+
+    constants = [
+        const("volume_plus_one", [0.0, 0.0, 0.0, 0.0, 1.0]),
+        # (batch, bar, column): shift one bar later; bar 0 repeats, so its return is 0.
+        const("shift_pads", int64(0, 1, 0, 0, -1, 0)),
+        const("close_column", int64(CLOSE)),
+        const("empty_sum_pads", int64(0, 1, 0, 0, 0, 0)),
+        const("zero", np.float64(0.0)),
+        const("bar_axis", np.int64(1)),
+        const("flat", int64(0, -1)),
+        const("ends", plan.ends),
+        const("starts", plan.starts),
+        const("combine", plan.combine),
+        const("part_sizes", int64(*plan.sizes)),
+        # Any positive denominator is at least this, so Max leaves it alone; a zero one comes
+        # with a zero numerator (see _columns) and gives 0.
+        const("smallest", np.float64(np.nextafter(0.0, 1.0))),
+        const("one", np.float64(1.0)),
+        const("order", int64(*(CONCATENATED.index(name) for name in FEATURE_NAMES))),
+    ]
+    node = helper.make_node
+    nodes = [
+        node("Add", [BARS, "volume_plus_one"], ["bars_plus"]),
+        node("Log", ["bars_plus"], ["logs"]),
+        node("Pad", ["logs", "shift_pads"], ["previous_logs"], mode="edge"),
+        node("Sub", ["logs", "previous_logs"], ["log_changes"]),
+        node("Gather", ["log_changes", "close_column"], ["return"], axis=2),
+        node("Relu", ["return"], ["gain"]),
+        node("Sub", ["gain", "return"], ["loss"]),
+        node("Mul", ["return", "return"], ["return_squared"]),
+        node("Concat", [BARS, "return", "return_squared", "gain", "loss"], ["series"], axis=2),
+        node("Pad", ["series", "empty_sum_pads", "zero"], ["series_after_empty"], mode="constant"),
+        node("CumSum", ["series_after_empty", "bar_axis"], ["sums"]),
+        node("Reshape", ["sums", "flat"], ["flat_sums"]),
+        node("Concat", ["logs", BARS], ["logs_and_bars"], axis=2),
+        node("Reshape", ["logs_and_bars", "flat"], ["flat_logs_and_bars"]),
+        node("Concat", ["flat_sums", "flat_logs_and_bars"], ["values"], axis=1),
+        node("Gather", ["values", "ends"], ["at_ends"], axis=1),
+        node("Gather", ["values", "starts"], ["at_starts"], axis=1),
+        node("Sub", ["at_ends", "at_starts"], ["terms"]),
+        node("MatMul", ["terms", "combine"], ["columns"]),
+        node("Split", ["columns", "part_sizes"], list(PARTS), axis=2),
+        node("Mul", ["mean_return", "mean_return"], ["mean_return_squared"]),
+        node("Sub", ["mean_square", "mean_return_squared"], ["variance"]),
+        node("Relu", ["variance"], ["variance_floor"]),  # rounding can leave -1e-20
+        node("Sqrt", ["variance_floor"], ["volatility"]),
+        node("Max", ["denominator", "smallest"], ["safe_denominator"]),
+        node("Div", ["numerator", "safe_denominator"], ["ratios"]),
+        node("Add", ["volume", "one"], ["volume_plus"]),
+        node("Log", ["volume_plus"], ["log_mean_volume"]),
+        node("Sub", ["log_volume", "log_mean_volume"], ["volume_change"]),
+        node("Concat", ["linear", "volatility", "ratios", "volume_change"], ["unordered"], axis=2),
+        node("Gather", ["unordered", "order"], [FEATURES], axis=2),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "features",
+        [helper.make_tensor_value_info(BARS, TensorProto.DOUBLE, ["batch", need, 5])],
+        [
+            helper.make_tensor_value_info(
+                FEATURES, TensorProto.DOUBLE, ["batch", window, len(FEATURE_NAMES)]
+            )
+        ],
+        constants,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()
 
 
 def random_bars(
