@@ -31,6 +31,15 @@ SERVER_VERSION = "minhos/0.1.0"
 MAX_LIST_LIMIT = 10_000
 EPOCH = dt.datetime(1970, 1, 1)  # naive UTC, the database's convention
 
+#: Where a call puts its bookkeeping (remembering predictions, queueing rows): given the work, runs
+#: it now or later, in order. A transport that answers on an event loop runs it on the loop's next
+#: turn, after the reply is handed to gRPC, so the caller does not wait for it.
+Defer = Callable[[Callable[[], object]], object]
+
+
+def run_now(work: Callable[[], object]) -> None:
+    work()
+
 
 def to_datetime(seconds: int | float) -> dt.datetime:
     return EPOCH + dt.timedelta(seconds=seconds)
@@ -68,11 +77,17 @@ class DataPlane:
     # -- Predict -----------------------------------------------------------------------------
 
     def predict(
-        self, symbol: str, times: IntArray, ohlcv: FloatArray, form: str = "bars"
+        self,
+        symbol: str,
+        times: IntArray,
+        ohlcv: FloatArray,
+        form: str = "bars",
+        defer: Defer = run_now,
     ) -> Prediction:
         """``times``: bar times in epoch seconds; ``ohlcv``: (n, 5). Uses the last
         ``bars_required`` bars (earlier ones are ignored). ``form`` ("bars" or "columns") is how
-        the request carried them, so that errors name the field the caller set."""
+        the request carried them, so that errors name the field the caller set. ``defer``: where
+        the recording of the prediction goes (:data:`Defer`)."""
         began = time.perf_counter()
         self.check_symbol(symbol)
         models = self.models()
@@ -83,6 +98,7 @@ class DataPlane:
             [float(ohlcv[-1, CLOSE])],
             models.score(ohlcv[None]),
             began,
+            defer,
         )
         return prediction
 
@@ -93,9 +109,10 @@ class DataPlane:
         closes: Sequence[float],
         scored: Scored,
         began: float,
+        defer: Defer = run_now,
     ) -> list[Prediction]:
         """Predictions from a scored batch (one per symbol, bar time and close), remembered for
-        outcome resolution and queued for storage."""
+        outcome resolution and queued for storage (through ``defer``)."""
         fused = scored.fused
         latency = time.perf_counter() - began
         created = self.clock()
@@ -132,6 +149,12 @@ class DataPlane:
                 (direction, p_up, confidence, p_lstm, p_ensemble, agreement, kelly),
             ) in enumerate(zip(zip(symbols, bar_times, closes, strict=True), outputs, strict=True))
         ]
+        defer(lambda: self._keep(predictions, created, versions))
+        return predictions
+
+    def _keep(
+        self, predictions: list[Prediction], created: dt.datetime, versions: dict[str, str]
+    ) -> None:
         self.book.remember(predictions)
         lstm, ensemble, kelly = versions["lstm"], versions["ensemble"], versions["kelly"]
         self.writer.put_predictions(
@@ -151,12 +174,11 @@ class DataPlane:
                     lstm,
                     ensemble,
                     kelly,
-                    latency * 1e3,
+                    p.latency_s * 1e3,
                 )
                 for p in predictions
             ]
         )
-        return predictions
 
     # -- outcomes ----------------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
+from server.serving.dataplane import Defer, run_now
+
 
 @dataclass(frozen=True)
 class Undecodable:
@@ -66,20 +68,33 @@ class _Aborted(Exception):
         self.code, self.details = code, details
 
 
-class _RaisingContext:
+class CallContext:
     """The context a plain servicer method is given: its ``abort`` raises, and the async wrapper
     ends the call with that status. (An aio context's ``abort`` is a coroutine, which a plain
     function cannot await, and the context grpc.aio gives plain functions in its thread pool does
-    not raise from ``abort``, so code after it would run.)"""
+    not raise from ``abort``, so code after it would run.)
+
+    ``defer`` is where the method puts bookkeeping its reply does not need: on the loop, the loop's
+    next turn, which comes after the reply is handed to gRPC and before any later call's handler
+    (a client's next call, say RecordOutcome for this prediction, finds it done); in the pool, now.
+    """
+
+    def __init__(self, defer: Defer = run_now) -> None:
+        self.defer = defer
 
     def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
         raise _Aborted(code, details)
 
 
+def deferral(context: object) -> Defer:
+    """The ``defer`` of a handler's context (:class:`CallContext`); run now under any other."""
+    return context.defer if isinstance(context, CallContext) else run_now
+
+
 def _on_loop(behaviour: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return behaviour(request, _RaisingContext())
+            return behaviour(request, CallContext(asyncio.get_running_loop().call_soon))
         except _Aborted as aborted:
             await context.abort(aborted.code, aborted.details)
 
@@ -92,7 +107,7 @@ def _in_pool(
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(pool, behaviour, request, _RaisingContext())
+            return await loop.run_in_executor(pool, behaviour, request, CallContext())
         except _Aborted as aborted:
             await context.abort(aborted.code, aborted.details)
 

@@ -45,7 +45,7 @@ from server.serving.stream import StreamSession
 from server.storage import jobs, queries
 from server.storage.schema import DATABASE_ERRORS
 from server.transport import convert
-from server.transport.handlers import Undecodable
+from server.transport.handlers import Undecodable, deferral
 from server.transport.pipeline import pipelined
 from server.transport.telemetry import Telemetry
 
@@ -97,7 +97,11 @@ class Base:
     def _done(self, method: str, code: grpc.StatusCode, began: float, messages: int = 1) -> None:
         """Accounts for ``messages`` requests served together (a stream's batch) in ``began``'s
         time: each is counted, and observed with the batch's latency."""
-        elapsed = time.perf_counter() - began
+        self._served(method, code, time.perf_counter() - began, messages)
+
+    def _served(
+        self, method: str, code: grpc.StatusCode, elapsed: float, messages: int = 1
+    ) -> None:
         self.telemetry.served(method, code.name, elapsed, messages)
         self.plane.record_request(method, code.name, elapsed, self.plane.market_now, messages)
 
@@ -147,7 +151,8 @@ def rpc(
             except Exception as exc:
                 self._abort(context, method, exc, began)
                 raise  # unreachable: abort raises
-            self._done(method, grpc.StatusCode.OK, began)
+            elapsed = time.perf_counter() - began
+            deferral(context)(lambda: self._served(method, grpc.StatusCode.OK, elapsed))
             return response
 
         return handler
@@ -161,7 +166,8 @@ class InferenceServicer(Base, inference_pb2_grpc.InferenceServiceServicer):
         self, request: inference_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> inference_pb2.PredictResponse:
         times, ohlcv, form = convert.window_in(request)
-        return convert.prediction_out(self.plane.predict(request.symbol, times, ohlcv, form))
+        prediction = self.plane.predict(request.symbol, times, ohlcv, form, deferral(context))
+        return convert.prediction_out(prediction)
 
     async def PredictStream(
         self,
