@@ -4,6 +4,7 @@ block run in the ``workers`` pool, so a pool full of slow calls never stalls Pre
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -68,3 +69,23 @@ def test_predict_answers_while_every_worker_waits_on_the_database(
     assert max(latencies) < 0.5, latencies
     # The first two waited out the 2 s flush, the queued ones for a thread and then the lock.
     assert min(slow_done) >= 1.5 and max(slow_done) >= LOCK_S - 0.2, slow_done
+
+
+def test_a_prediction_is_known_to_the_next_call_though_recorded_after_its_reply(
+    trained: Trained, sp500: MarketData
+) -> None:
+    """Predict's bookkeeping runs on the loop's turn after its reply. With storage off, only that
+    bookkeeping (the outcome book) can answer RecordOutcome, so each call right after its Predict
+    fails NOT_FOUND if the reply ever overtakes it; a second client on its own channel races it
+    with the same ids."""
+    config = trained.config()
+    config = dataclasses.replace(config, storage=dataclasses.replace(config.storage, persist=False))
+    with running(config) as (srv, client), MinhosClient(f"127.0.0.1:{srv.port}") as other:
+        need = client.serving_info().bars_required
+        start = live_index(sp500)
+        for i in range(200):
+            reply = client.predict("SPX", window(sp500, start + i, need), timeout=10)
+            recorder = other if i % 2 else client
+            recorded = recorder.record_outcome(reply.prediction_id, 0.01, timeout=10)
+            assert not recorded.already_recorded
+            assert recorded.outcome.prediction_id == reply.prediction_id
