@@ -17,8 +17,14 @@ at most two terms, so the graph rounds like the reference (no long sums where ca
 leave noise in place of the reference's exact zeros). Float64 throughout; parity with numpy is about
 3e-14 on the S&P 500.
 
-  input  "bars"      float64 (batch, bars_required(window), 5)   OHLCV, oldest first
-  output "features"  float64 (batch, window, F)                  as ``window_features_batch``
+The graph also checks the bars it reads, by the rule of :func:`server.core.bars.all_valid` (the
+same product with ``MARGINS``), so that the server need not check them in numpy first: the server
+explains a refused window in numpy (which names the bad field) and never uses its scores.
+
+  input  "bars"       float64 (batch, bars_required(window), 5)   OHLCV, oldest first
+  output "features"   float64 (batch, window, F)                  as ``window_features_batch``
+         "bar_check"  float64 (batch,)   >= 0 when every bar passes the rule and the window's sum
+                      is finite; negative or NaN when not
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from server.core.bars import CLOSE, HIGH, LOW, OPEN, VOLUME
+from server.core.bars import CLOSE, HIGH, LOW, LOW_MARGIN, MARGINS, OPEN, VOLUME, all_valid
 from server.core.features import (
     FEATURE_NAMES,
     LOOKBACK,
@@ -44,6 +50,7 @@ FloatArray = npt.NDArray[np.float64]
 
 BARS = "bars"
 FEATURES = "features"
+BAR_CHECK = "bar_check"
 #: serving_graph.py converts the graph to the models' opset when it composes.
 OPSET = 17
 #: Largest |graph - numpy| accepted; the graph differs by rounding only (about 1e-14).
@@ -86,6 +93,9 @@ LINEAR = (
 )
 RATIOS = ("rsi_14", "close_location", "ma_ratio_10", "ma_ratio_50")
 CONCATENATED = (*LINEAR, "volatility_10", "volatility_20", *RATIOS, "volume_change_20")
+
+#: The least positive float: any positive denominator or low is at least this.
+_SMALLEST = float(np.nextafter(0.0, 1.0))
 
 #: (end, start): a term's value is values[end] - values[start] in the flat vector.
 Term = tuple[int, int]
@@ -228,9 +238,13 @@ def export_feature_graph(window: int) -> bytes:
         const("part_sizes", int64(*plan.sizes)),
         # Any positive denominator is at least this, so Max leaves it alone; a zero one comes
         # with a zero numerator (see _columns) and gives 0.
-        const("smallest", np.float64(np.nextafter(0.0, 1.0))),
+        const("smallest", np.float64(_SMALLEST)),
         const("one", np.float64(1.0)),
         const("order", int64(*(CONCATENATED.index(name) for name in FEATURE_NAMES))),
+        const("margins", MARGINS),
+        # low - smallest >= 0 exactly when low > 0; the other margins must be >= 0.
+        const("margin_floor", np.where(np.arange(MARGINS.shape[1]) == LOW_MARGIN, _SMALLEST, 0.0)),
+        const("bar_and_column", int64(1, 2)),
     ]
     node = helper.make_node
     nodes = [
@@ -265,6 +279,14 @@ def export_feature_graph(window: int) -> bytes:
         node("Sub", ["log_volume", "log_mean_volume"], ["volume_change"]),
         node("Concat", ["linear", "volatility", "ratios", "volume_change"], ["unordered"], axis=2),
         node("Gather", ["unordered", "order"], [FEATURES], axis=2),
+        # The bar rule. A minimum may skip NaN, so a NaN or an infinity anywhere also reaches the
+        # check through the window's sum, times zero.
+        node("MatMul", [BARS, "margins"], ["bar_margins"]),
+        node("Sub", ["bar_margins", "margin_floor"], ["margins_above_floor"]),
+        node("ReduceMin", ["margins_above_floor"], ["least_margin"], axes=[1, 2], keepdims=0),
+        node("ReduceSum", [BARS, "bar_and_column"], ["bar_sum"], keepdims=0),
+        node("Mul", ["bar_sum", "zero"], ["non_finite"]),
+        node("Add", ["least_margin", "non_finite"], [BAR_CHECK]),
     ]
     graph = helper.make_graph(
         nodes,
@@ -273,7 +295,8 @@ def export_feature_graph(window: int) -> bytes:
         [
             helper.make_tensor_value_info(
                 FEATURES, TensorProto.DOUBLE, ["batch", window, len(FEATURE_NAMES)]
-            )
+            ),
+            helper.make_tensor_value_info(BAR_CHECK, TensorProto.DOUBLE, ["batch"]),
         ],
         constants,
     )
@@ -326,3 +349,36 @@ def check_feature_parity(
             f"{FEATURE_TOLERANCE:.0e}"
         )
     return diff
+
+
+def planted_defects(rng: np.random.Generator, count: int, need: int) -> FloatArray:
+    """``count`` valid windows, most with one or two defects planted: NaN, infinities, zero,
+    negative, subnormal and huge values, or a plausible price on the wrong side of high or low."""
+    windows = random_bars(rng, count, need, edge_cases=False)
+    defects = [np.nan, np.inf, -np.inf, 0.0, -1.0, 5e-324, 1e308, 1e-300]
+    for bars in windows:
+        for _ in range(int(rng.integers(0, 3))):
+            row, col = int(rng.integers(0, need)), int(rng.integers(0, 5))
+            if rng.uniform() < 0.5:
+                bars[row, col] = defects[int(rng.integers(0, len(defects)))]
+            else:
+                bars[row, col] = bars[row, int(rng.integers(0, 4))] * rng.uniform(0.98, 1.02)
+    return windows
+
+
+def check_bar_rule(run: Callable[[FloatArray], FloatArray], windows: FloatArray) -> int:
+    """The graph's verdict (``run`` maps windows to their ``bar_check``) against the request
+    rule on every window: :func:`server.core.bars.all_valid` and a finite sum (valid but huge
+    values overflow the features' sums; server/serving/validation.py refuses them too). Returns
+    how many windows the rule refuses; raises :class:`FeatureGraphError` on a disagreement."""
+    with np.errstate(all="ignore"):
+        passed = np.asarray(run(windows)) >= 0.0
+        finite_sum = np.isfinite(windows.sum(axis=(1, 2)))
+    expected = np.array([all_valid(bars) for bars in windows]) & finite_sum
+    wrong = np.flatnonzero(passed != expected)
+    if wrong.size:
+        raise FeatureGraphError(
+            f"the graph's bar check disagrees with the request rule on {wrong.size} of "
+            f"{len(windows)} windows (first: {int(wrong[0])})"
+        )
+    return int((~expected).sum())

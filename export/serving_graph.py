@@ -13,6 +13,8 @@ of writing it.
   input   "bars"        float64 (batch, bars_required(window), 5)
   outputs "p_lstm"      float64 (batch,)   the LSTM's P(up), as its own session gives it
           "p_ensemble"  float64 (batch,)   the ensemble's P(up), column 1 of its probabilities
+          "bar_check"   float64 (batch,)   >= 0 when the window's bars pass server/core/bars.py's
+                                           rule (export/feature_graph.py)
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ import onnxruntime as ort
 from onnx import TensorProto, compose, helper, version_converter
 
 from export.feature_graph import (
+    BAR_CHECK,
     BARS,
     FEATURES,
     FeatureGraphError,
+    check_bar_rule,
     check_feature_parity,
     export_feature_graph,
+    planted_defects,
     random_bars,
 )
 from server.core.features import FEATURE_NAMES, bars_required, window_features_batch
@@ -222,7 +227,7 @@ def compose_serving_graph(lstm: bytes, ensemble: bytes, window: int) -> bytes:
         parts["ensemble"],
         io_map=[("rows", MODEL_INPUT)],
         prefix2="ensemble/",
-        outputs=[f"lstm/{LSTM_OUTPUT}", f"ensemble/{ENSEMBLE_OUTPUT}"],
+        outputs=[f"lstm/{LSTM_OUTPUT}", f"ensemble/{ENSEMBLE_OUTPUT}", BAR_CHECK],
     )
     graph = compose.merge_models(
         graph,
@@ -274,12 +279,16 @@ def check_serving_parity(
 
 def build_serving_graph(lstm: bytes, ensemble: bytes, window: int, *, seed: int = 0) -> bytes:
     """The composed graph, checked: its features against server/core/features.py and its outputs
-    against the two sessions, on random bars with the reference's edge cases."""
+    against the two sessions, on random bars with the reference's edge cases, and its bar check
+    against server/core/bars.py on bars with planted defects."""
     windows = random_bars(np.random.default_rng(seed), PARITY_WINDOWS, bars_required(window))
     features = _session(export_feature_graph(window))
     check_feature_parity(lambda b: features.run([FEATURES], {BARS: b})[0], windows, window)
     payload = compose_serving_graph(lstm, ensemble, window)
     check_serving_parity(payload, lstm, ensemble, window, windows)
+    graph = _session(payload)
+    defective = planted_defects(np.random.default_rng(seed), PARITY_WINDOWS, windows.shape[1])
+    check_bar_rule(lambda b: graph.run([BAR_CHECK], {BARS: b})[0], defective)
     return payload
 
 

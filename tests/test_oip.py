@@ -322,9 +322,11 @@ def test_hand_built_requests_in_both_forms(trained: Trained, sp500: MarketData) 
         assert code == grpc.StatusCode.NOT_FOUND and text.startswith("model_version:")
         code, text = fails(stub.ModelMetadata, oip.ModelMetadataRequest(name="lstm", version="x"))
         assert code == grpc.StatusCode.NOT_FOUND and text.startswith("version:")
-        # Failures were recorded like the typed contract's.
+        # Calls were recorded like the typed contract's, the answered and the refused.
         srv.writer.flush()
-        assert 'method="ModelInfer"' in _metrics(srv)
+        metrics = _metrics(srv)
+        assert 'method="ModelInfer",code="OK"' in metrics
+        assert 'method="ModelInfer",code="INVALID_ARGUMENT"' in metrics
 
 
 def _metrics(srv: Any) -> str:

@@ -16,21 +16,28 @@ from numpy.lib.stride_tricks import sliding_window_view
 from export import serving_graph as SG
 from export.data import MarketData
 from export.feature_graph import (
+    BAR_CHECK,
     BARS,
     FEATURES,
     FeatureGraphError,
+    check_bar_rule,
     check_feature_parity,
     export_feature_graph,
+    planted_defects,
     random_bars,
 )
 from export.train import publish_set
 from server.core import features as F
-from server.core.bars import CLOSE, HIGH, LOW, VOLUME
+from server.core.bars import CLOSE, HIGH, LOW, VOLUME, all_valid
+from server.core.errors import InvalidArgument
 from server.core.manifest import KINDS, Manifest
 from server.serving import models as M
-from server.serving.models import ModelHolder, ModelSet, Scored, load_model_set
+from server.serving.dataplane import DataPlane
+from server.serving.models import BarsRefused, ModelHolder, ModelSet, Scored, load_model_set
+from server.serving.validation import window_of
 from server.storage.registry import ModelRepository
 from server.storage.schema import open_database
+from server.storage.writer import BatchWriter
 from tests.conftest import TINY, Trained, deployed_as_fitted
 
 FloatArray = npt.NDArray[np.float64]
@@ -99,9 +106,66 @@ def test_feature_parity_check_catches_a_difference(sp500: MarketData) -> None:
         check_feature_parity(off, windows, TINY.window)
 
 
+def test_the_graph_checks_bars_by_the_rule_of_bars_py() -> None:
+    """The graph's bar check refuses exactly the windows server/core/bars.py refuses, over
+    windows with every kind of defect planted; a planted disagreement is caught."""
+    window = TINY.window
+    session = M._session(export_feature_graph(window))
+
+    def run(bars: FloatArray) -> FloatArray:
+        out: FloatArray = session.run([BAR_CHECK], {BARS: bars})[0]
+        return out
+
+    windows = planted_defects(np.random.default_rng(3), 2000, F.bars_required(window))
+    refused = check_bar_rule(run, windows)
+    assert 500 < refused < 1500  # both verdicts are well represented
+    for i in range(20):  # one window at a time, as a unary Predict sends it
+        check_bar_rule(run, windows[i : i + 1])
+
+    def flipped(bars: FloatArray) -> FloatArray:
+        out = run(bars).copy()
+        out[7] = 1.0 if out[7] < 0 or np.isnan(out[7]) else -1.0
+        return out
+
+    with pytest.raises(FeatureGraphError):
+        check_bar_rule(flipped, windows)
+
+
+def test_predict_lets_the_graph_check_the_bars(trained: Trained, sp500: MarketData) -> None:
+    """With a graph that checks bars, Predict checks none in numpy first: a bad bar is refused
+    with the field named as before, and so is a window of valid but huge values, which would
+    score NaN."""
+    open_database(trained.database_url)
+    repository = ModelRepository(trained.root / "models")
+    config = trained.config()
+    holder = ModelHolder(repository, config)
+    assert holder.reload()
+    plane = DataPlane(config, holder, BatchWriter(1.0, 1, enabled=False))
+    models = holder.current
+    assert models.checks_bars
+    need = models.bars_required
+    times = sp500.times[-need:].astype("datetime64[s]").astype(np.int64)
+    bars = sp500.ohlcv[-need:].copy()
+    bad = bars.copy()
+    bad[need - 3, CLOSE] = np.nan
+    with pytest.raises(InvalidArgument) as refused:
+        plane.predict("SPX", times, bad, "bars")
+    assert refused.value.field == f"bars[{need - 3}].close"
+    huge = bars.copy()
+    huge[:2, VOLUME] = 1e308  # each valid, but their sum overflows: the features would be NaN
+    with pytest.raises(BarsRefused):
+        models.score(huge[None], check_bars=True)
+    with pytest.raises(InvalidArgument) as refused:
+        plane.predict("SPX", times, huge, "bars")
+    assert refused.value.field == "bars" and "overflows" in str(refused.value)
+    got = plane.predict("SPX", times, bars, "bars")
+    assert got.probability_up == models.score(bars[None]).fused.probability_up[0]
+
+
 def test_the_server_reads_the_names_the_export_writes() -> None:
     assert (M.SERVING_FILE, M.SERVING_INFO) == (SG.FILE, SG.INFO_KEY)
     assert (M.BARS, M.P_LSTM, M.P_ENSEMBLE) == (BARS, SG.P_LSTM, SG.P_ENSEMBLE)
+    assert M.BAR_CHECK == BAR_CHECK
     assert (M.INPUT, M.LSTM_OUTPUT, M.ENSEMBLE_OUTPUT) == (
         SG.MODEL_INPUT,
         SG.LSTM_OUTPUT,
@@ -253,3 +317,24 @@ def test_a_swap_loads_the_new_sets_graph_as_one_unit(trained: Trained) -> None:
     bars[0, :, CLOSE] = np.linspace(1.0, 2.0, second.bars_required)
     bars[0, :, HIGH] = bars[0, :, CLOSE] * 1.01
     _assert_same(second.score(bars), first.score(bars))
+
+
+def test_without_the_graph_numpy_refuses_the_same_windows() -> None:
+    """A set scored by its parts (no graph, or an older one) checks bars in numpy first, by the
+    same rule, the overflowing sum included."""
+    need = F.bars_required(TINY.window)
+    windows = planted_defects(np.random.default_rng(4), 300, need)
+    windows[0, :2, VOLUME] = 1e308
+    times = np.arange(1, need + 1, dtype=np.int64) * 86_400
+    refused = 0
+    for bars in windows:
+        with np.errstate(all="ignore"):
+            expected = bool(all_valid(bars)) and bool(np.isfinite(bars.sum()))
+        try:
+            window_of(times, bars, need, TINY.window, "bars")
+        except InvalidArgument:
+            refused += 1
+            assert not expected
+        else:
+            assert expected
+    assert refused > 100

@@ -52,9 +52,10 @@ def valid_rows(ohlcv: FloatArray) -> npt.NDArray[np.bool_]:
     return ok
 
 
-#: Columns of ``ohlcv @ _MARGINS``: high - open, high - close, open - low, close - low, low,
-#: volume. A bar is valid when all six are >= 0, low > 0 and all are finite.
-_MARGINS = np.array(
+#: Columns of ``ohlcv @ MARGINS``: high - open, high - close, open - low, close - low, low,
+#: volume. A bar is valid when all six are >= 0, low > 0 and all are finite (the serving graph
+#: checks bars by the same product: export/feature_graph.py).
+MARGINS = np.array(
     [
         [-1.0, 0.0, 1.0, 0.0, 0.0, 0.0],  # open
         [1.0, 1.0, 0.0, 0.0, 0.0, 0.0],  # high
@@ -63,6 +64,8 @@ _MARGINS = np.array(
         [0.0, 0.0, 0.0, 0.0, 0.0, 1.0],  # volume
     ]
 )
+#: The column of MARGINS that must be > 0, not only >= 0: low.
+LOW_MARGIN = 4
 
 
 def all_valid(ohlcv: FloatArray, times: npt.NDArray[np.datetime64] | None = None) -> bool:
@@ -73,11 +76,11 @@ def all_valid(ohlcv: FloatArray, times: npt.NDArray[np.datetime64] | None = None
     if len(ohlcv) == 0:
         return True
     with np.errstate(all="ignore"):  # NaN and infinities in bad bars are the point, not a warning
-        margins = ohlcv @ _MARGINS
+        margins = ohlcv @ MARGINS
     least = margins.min(axis=0)
     # The product itself turns an infinity into NaN (0 * inf) in other margins, but a BLAS may
     # skip zero coefficients: the maximum does not rely on it.
-    ok = bool(least.min() >= 0.0 and least[4] > 0.0 and margins.max() < np.inf)
+    ok = bool(least.min() >= 0.0 and least[LOW_MARGIN] > 0.0 and margins.max() < np.inf)
     if ok and times is not None:
         stamps = times.view(np.int64)  # no copy: a datetime64 is an int64 count
         ok = len(times) == len(ohlcv) and bool((stamps[1:] > stamps[:-1]).all())

@@ -16,9 +16,15 @@ from server.core.config import Config
 from server.core.errors import InvalidArgument, Unavailable
 from server.core.records import ModelVersion, Outcome, Prediction, PredictionRecord
 from server.serving.ids import new_ids
-from server.serving.models import ModelHolder, ModelSet, Scored
+from server.serving.models import BarsRefused, ModelHolder, ModelSet, Scored
 from server.serving.outcome_book import OutcomeBook
-from server.serving.validation import FloatArray, IntArray, SymbolPolicy, window_of
+from server.serving.validation import (
+    FloatArray,
+    IntArray,
+    SymbolPolicy,
+    explain_window,
+    window_of,
+)
 from server.storage import queries
 from server.storage.registry import ModelNotFoundError
 from server.storage.schema import database, utcnow
@@ -91,12 +97,20 @@ class DataPlane:
         began = time.perf_counter()
         self.check_symbol(symbol)
         models = self.models()
-        times, ohlcv = window_of(times, ohlcv, models.bars_required, models.window, form)
+        need, graph_checks = models.bars_required, models.checks_bars
+        base = len(ohlcv) - need
+        times, ohlcv = window_of(
+            times, ohlcv, need, models.window, form, check_bars=not graph_checks
+        )
+        try:
+            scored = models.score(ohlcv[None], check_bars=graph_checks)
+        except BarsRefused:
+            explain_window(times, ohlcv, base, form)
         (prediction,) = self.record_scored(
             [symbol],
             [to_datetime(int(times[-1]))],
             [float(ohlcv[-1, CLOSE])],
-            models.score(ohlcv[None]),
+            scored,
             began,
             defer,
         )

@@ -43,6 +43,12 @@ SERVING_INFO = "serving_graph"
 BARS = "bars"
 P_LSTM = "p_lstm"
 P_ENSEMBLE = "p_ensemble"
+BAR_CHECK = "bar_check"
+
+
+class BarsRefused(Exception):
+    """The serving graph found a window's bars break the rule of server/core/bars.py; numpy
+    validation says which field (or, rarely, finds nothing: a window whose sum overflows)."""
 
 
 def _session(payload: bytes) -> ort.InferenceSession:
@@ -98,6 +104,11 @@ class ModelSet:
         self._ensemble = _session(payloads["ensemble"])
         self.kelly = KellyComponent.from_json(payloads["kelly"].decode())
         self._serving = None if serving is None else self._serving_session(serving)
+        found = set() if self._serving is None else {o.name for o in self._serving.get_outputs()}
+        #: True when the serving graph checks the bars it scores (graphs built before it did
+        #: not): the request path then need not check them in numpy first.
+        self.checks_bars = BAR_CHECK in found
+        self._outputs = [P_LSTM, P_ENSEMBLE] + ([BAR_CHECK] if self.checks_bars else [])
 
     @property
     def one_run(self) -> bool:
@@ -129,12 +140,18 @@ class ModelSet:
             return None
         return session
 
-    def score(self, windows: FloatArray) -> Scored:
-        """``windows``: (batch, >= bars_required, 5) OHLCV, already validated."""
+    def score(self, windows: FloatArray, *, check_bars: bool = False) -> Scored:
+        """``windows``: (batch, >= bars_required, 5) OHLCV, already validated, or with
+        ``check_bars`` (only when :attr:`checks_bars`) checked by the graph as it scores them:
+        raises :class:`BarsRefused` if any window breaks the rule."""
+        if check_bars and not self.checks_bars:
+            raise ValueError("this set's bars must be checked before scoring")
         if self._serving is None:
             return self.score_features(window_features_batch(windows, self.window))
         bars = np.ascontiguousarray(windows[:, -self.bars_required :], dtype=np.float64)
-        p_lstm, p_ens = self._serving.run([P_LSTM, P_ENSEMBLE], {BARS: bars})
+        p_lstm, p_ens, *check = self._serving.run(self._outputs, {BARS: bars})
+        if check_bars and not (check[0] >= 0.0).all():  # NaN fails too
+            raise BarsRefused()
         return self._scored(p_lstm, p_ens)
 
     def score_features(self, sequences: FloatArray) -> Scored:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -59,10 +60,20 @@ class SymbolPolicy:
 
 
 def window_of(
-    times: IntArray, ohlcv: FloatArray, need: int, window: int, form: str
+    times: IntArray,
+    ohlcv: FloatArray,
+    need: int,
+    window: int,
+    form: str,
+    *,
+    check_bars: bool = True,
 ) -> tuple[IntArray, FloatArray]:
-    """The last ``need`` bars of a request, checked. ``window``: feature vectors the models read
-    (for the message when bars are missing)."""
+    """The last ``need`` bars of a request, checked (their bars only with ``check_bars``: the
+    serving graph may check them as it scores them, and :func:`explain_window` says what it
+    found). ``window``: feature vectors the models read (for the message when bars are missing).
+
+    Beyond the bar rule of server/core/bars.py, the window's sum must be finite: bars of valid
+    but huge values (volumes near 1e308) overflow the features' sums and would score NaN."""
     if len(ohlcv) < need:
         raise InvalidArgument(
             f"{len(ohlcv)} bars given; the deployed models need {need} (window of "
@@ -71,9 +82,24 @@ def window_of(
         )
     base = len(ohlcv) - need
     times, ohlcv = times[base:], ohlcv[base:]
-    # Sorted times with a positive first one are all set: the common case costs two checks.
-    if times[0] > 0 and all_valid(ohlcv, times.view("datetime64[s]")):
+    # Sorted times with a positive first one are all set: the common case costs a few checks.
+    if (
+        times[0] > 0
+        and (times[1:] > times[:-1]).all()
+        and (not check_bars or _bars_pass(ohlcv))
+    ):
         return times, ohlcv
+    explain_window(times, ohlcv, base, form)
+
+
+def _bars_pass(ohlcv: FloatArray) -> bool:
+    with np.errstate(over="ignore"):  # an overflowing sum is what we look for
+        return all_valid(ohlcv) and bool(np.isfinite(ohlcv.sum()))
+
+
+def explain_window(times: IntArray, ohlcv: FloatArray, base: int, form: str) -> NoReturn:
+    """Raises :class:`InvalidArgument` naming the first bad field of a window (bars ``base`` ..
+    of the request) that a quick check refused."""
     if np.any(times <= 0):
         row = int(np.flatnonzero(times <= 0)[0])
         raise InvalidArgument("time is not set", field=field_of(form, row + base, "time"))
@@ -82,4 +108,9 @@ def window_of(
     except BarError as exc:
         at = None if exc.row is None else exc.row + base
         raise InvalidArgument(exc.text, field=field_of(form, at, exc.column)) from None
-    return times, ohlcv
+    with np.errstate(over="ignore"):
+        if not np.isfinite(ohlcv.sum()):
+            raise InvalidArgument(
+                "values so large that the window's sum overflows float64", field=form
+            )
+    raise RuntimeError("a window the quick check refused passes every rule")  # a bug: INTERNAL

@@ -97,9 +97,9 @@ class Base:
     def _done(self, method: str, code: grpc.StatusCode, began: float, messages: int = 1) -> None:
         """Accounts for ``messages`` requests served together (a stream's batch) in ``began``'s
         time: each is counted, and observed with the batch's latency."""
-        self._served(method, code, time.perf_counter() - began, messages)
+        self._account(method, code, time.perf_counter() - began, messages)
 
-    def _served(
+    def _account(
         self, method: str, code: grpc.StatusCode, elapsed: float, messages: int = 1
     ) -> None:
         self.telemetry.served(method, code.name, elapsed, messages)
@@ -152,7 +152,7 @@ def rpc(
                 self._abort(context, method, exc, began)
                 raise  # unreachable: abort raises
             elapsed = time.perf_counter() - began
-            deferral(context)(lambda: self._served(method, grpc.StatusCode.OK, elapsed))
+            deferral(context)(lambda: self._account(method, grpc.StatusCode.OK, elapsed))
             return response
 
         return handler
