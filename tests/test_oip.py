@@ -325,8 +325,8 @@ def test_hand_built_requests_in_both_forms(trained: Trained, sp500: MarketData) 
         # Calls were recorded like the typed contract's, the answered and the refused.
         srv.writer.flush()
         metrics = _metrics(srv)
-        assert 'method="ModelInfer",code="OK"' in metrics
-        assert 'method="ModelInfer",code="INVALID_ARGUMENT"' in metrics
+        assert 'minhos_requests_total{code="OK",method="ModelInfer"}' in metrics
+        assert 'minhos_requests_total{code="INVALID_ARGUMENT",method="ModelInfer"}' in metrics
 
 
 def _metrics(srv: Any) -> str:

@@ -83,11 +83,7 @@ def window_of(
     base = len(ohlcv) - need
     times, ohlcv = times[base:], ohlcv[base:]
     # Sorted times with a positive first one are all set: the common case costs a few checks.
-    if (
-        times[0] > 0
-        and (times[1:] > times[:-1]).all()
-        and (not check_bars or _bars_pass(ohlcv))
-    ):
+    if times[0] > 0 and (times[1:] > times[:-1]).all() and (not check_bars or _bars_pass(ohlcv)):
         return times, ohlcv
     explain_window(times, ohlcv, base, form)
 
