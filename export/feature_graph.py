@@ -37,7 +37,17 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from server.core.bars import CLOSE, HIGH, LOW, LOW_MARGIN, MARGINS, OPEN, VOLUME, all_valid
+from server.core.bars import (
+    CLOSE,
+    HIGH,
+    LOW,
+    LOW_MARGIN,
+    MARGINS,
+    OPEN,
+    VOLUME,
+    all_valid,
+    finite_sum,
+)
 from server.core.features import (
     FEATURE_NAMES,
     LOOKBACK,
@@ -371,10 +381,9 @@ def check_bar_rule(run: Callable[[FloatArray], FloatArray], windows: FloatArray)
     rule on every window: :func:`server.core.bars.all_valid` and a finite sum (valid but huge
     values overflow the features' sums; server/serving/validation.py refuses them too). Returns
     how many windows the rule refuses; raises :class:`FeatureGraphError` on a disagreement."""
-    with np.errstate(all="ignore"):
+    with np.errstate(invalid="ignore"):
         passed = np.asarray(run(windows)) >= 0.0
-        finite_sum = np.isfinite(windows.sum(axis=(1, 2)))
-    expected = np.array([all_valid(bars) for bars in windows]) & finite_sum
+    expected = np.array([all_valid(bars) and finite_sum(bars) for bars in windows])
     wrong = np.flatnonzero(passed != expected)
     if wrong.size:
         raise FeatureGraphError(

@@ -87,6 +87,14 @@ def all_valid(ohlcv: FloatArray, times: npt.NDArray[np.datetime64] | None = None
     return ok
 
 
+def finite_sum(ohlcv: FloatArray) -> bool:
+    """True when the values' sum is finite. Bars that pass the rule may still be so large (two
+    volumes near 1e308) that the features' sums overflow and score NaN: the request path and the
+    serving graph refuse such a window too."""
+    with np.errstate(over="ignore"):  # an overflowing sum is what this looks for
+        return bool(np.isfinite(ohlcv.sum()))
+
+
 def validate_ohlcv(
     ohlcv: FloatArray,
     times: npt.NDArray[np.datetime64] | None = None,

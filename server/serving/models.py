@@ -47,8 +47,8 @@ BAR_CHECK = "bar_check"
 
 
 class BarsRefused(Exception):
-    """The serving graph found a window's bars break the rule of server/core/bars.py; numpy
-    validation says which field (or, rarely, finds nothing: a window whose sum overflows)."""
+    """The serving graph found a window that breaks the request rule (server/core/bars.py's bar
+    rule, and a finite sum); numpy validation says which field."""
 
 
 def _session(payload: bytes) -> ort.InferenceSession:

@@ -11,7 +11,7 @@ from typing import NoReturn
 import numpy as np
 import numpy.typing as npt
 
-from server.core.bars import BarError, all_valid, validate_ohlcv
+from server.core.bars import BarError, all_valid, finite_sum, validate_ohlcv
 from server.core.errors import InvalidArgument, NotFound
 
 FloatArray = npt.NDArray[np.float64]
@@ -83,14 +83,13 @@ def window_of(
     base = len(ohlcv) - need
     times, ohlcv = times[base:], ohlcv[base:]
     # Sorted times with a positive first one are all set: the common case costs a few checks.
-    if times[0] > 0 and (times[1:] > times[:-1]).all() and (not check_bars or _bars_pass(ohlcv)):
+    if (
+        times[0] > 0
+        and (times[1:] > times[:-1]).all()
+        and (not check_bars or (all_valid(ohlcv) and finite_sum(ohlcv)))
+    ):
         return times, ohlcv
     explain_window(times, ohlcv, base, form)
-
-
-def _bars_pass(ohlcv: FloatArray) -> bool:
-    with np.errstate(over="ignore"):  # an overflowing sum is what we look for
-        return all_valid(ohlcv) and bool(np.isfinite(ohlcv.sum()))
 
 
 def explain_window(times: IntArray, ohlcv: FloatArray, base: int, form: str) -> NoReturn:
@@ -104,9 +103,6 @@ def explain_window(times: IntArray, ohlcv: FloatArray, base: int, form: str) -> 
     except BarError as exc:
         at = None if exc.row is None else exc.row + base
         raise InvalidArgument(exc.text, field=field_of(form, at, exc.column)) from None
-    with np.errstate(over="ignore"):
-        if not np.isfinite(ohlcv.sum()):
-            raise InvalidArgument(
-                "values so large that the window's sum overflows float64", field=form
-            )
+    if not finite_sum(ohlcv):
+        raise InvalidArgument("values so large that the window's sum overflows float64", field=form)
     raise RuntimeError("a window the quick check refused passes every rule")  # a bug: INTERNAL
