@@ -28,8 +28,8 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
@@ -39,9 +39,9 @@ import numpy as np
 import numpy.typing as npt
 
 from clients.bench import procfs
-from clients.bench.inputs import Models, clean_env, train_models
+from clients.bench.inputs import Models, train_models
 from clients.bench.measure import percentiles
-from clients.bench.servers import free_port, health_serving, terminate
+from clients.bench.servers import real_server
 from clients.client import bars_from_arrays, channel_options, columns_from_arrays
 from minhos.v1 import inference_pb2, inference_pb2_grpc
 
@@ -123,56 +123,6 @@ class Persisted:
 
 
 # --- the server, in its own process ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Server:
-    process: subprocess.Popen[bytes]
-    target: str
-    database: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
-@contextmanager
-def real_server(models: Models, scratch: Path, name: str) -> Iterator[Server]:
-    """``python -m server.main`` on a free loopback port and a copy of the registry database
-    (``scratch/<name>.db``), retraining off; stopped with SIGTERM (it drains) at the end."""
-    database = scratch / f"{name}.db"
-    with (
-        closing(sqlite3.connect(models.database)) as source,
-        closing(sqlite3.connect(database)) as copy,
-    ):
-        source.backup(copy)
-    port = free_port()
-    env = clean_env(
-        {
-            "MINHOS_SERVER_PORT": str(port),
-            "MINHOS_SERVER_METRICS_PORT": "0",
-            "MINHOS_RETRAIN_ENABLED": "false",
-            # One serving process: its pid is the one whose memory is sampled.
-            "MINHOS_SERVER_PROCESSES": "1",
-            "MINHOS_STORAGE_DATABASE_URL": f"sqlite:///{database}",
-            "MINHOS_STORAGE_MODEL_REPOSITORY": str(models.repository),
-        }
-    )
-    log = scratch / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server.main"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    target = f"127.0.0.1:{port}"
-    try:
-        began = time.monotonic()
-        while not health_serving(target, 0.5):
-            if process.poll() is not None or time.monotonic() - began > 60:
-                raise RuntimeError(f"server {name} did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.05)
-        yield Server(process, target, database)
-    finally:
-        terminate(process, 30)
 
 
 class _Client:
@@ -464,12 +414,13 @@ def load_on_real_server(
     is stopped with SIGTERM (it drains) before its database is checked. The last item: the
     server's exit status."""
     series = series or Series.load()
-    with real_server(models, scratch, "load") as server:
+    # One serving process (the default): its pid is the one whose memory is sampled.
+    with real_server(models, scratch, "load", True, {}, stop_grace_s=30) as server:
         need = serving_need(server.target)
         result = run_load(
             server.target, series, need, clients=clients, seconds=seconds, server_pid=server.pid
         )
-    return result, check_persisted(server.database, result), server.process.returncode
+    return result, check_persisted(scratch / "load.db", result), server.process.returncode
 
 
 def main(argv: Sequence[str] | None = None) -> int:

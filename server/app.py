@@ -62,6 +62,11 @@ SERVICES = [
 INLINE_METHODS = frozenset({"Predict", "ModelInfer"})
 #: Reachable without a token: probes and discovery must work before credentials are set up.
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+#: What :meth:`MinhosServer.stop` waits, beyond the RPCs' grace, for the registry poller and for
+#: the writer's last batch; with a second of slack for the rest, the longest a drain may take.
+POLLER_JOIN_S = 5.0
+WRITER_CLOSE_S = 10.0
+STOP_BEYOND_GRACE_S = POLLER_JOIN_S + WRITER_CLOSE_S + 1.0
 
 
 if TYPE_CHECKING:
@@ -337,10 +342,10 @@ class MinhosServer:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(self.config.server.shutdown_grace_s if grace is None else grace)
         if self._poller.is_alive():
-            self._poller.join(timeout=5)
+            self._poller.join(timeout=POLLER_JOIN_S)
         if self.retraining is not None:
             self.retraining.close()
-        self.writer.close()
+        self.writer.close(WRITER_CLOSE_S)
         self.telemetry.close()
         close_database()
         log.info("stopped")

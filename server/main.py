@@ -36,11 +36,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     index, count = (int(x) for x in args.slot.split("/"))
+    if count > 1 and not args.parent:
+        parser.error("--slot of a group needs the group's --parent")
     if count == 1 and config.server.process_count() > 1:
         from server import process_group
 
         return process_group.run(config, config.server.process_count())
-    from server.app import MinhosServer, ProcessSlot  # after logging is set up
+    from server.app import (  # after logging is set up
+        STOP_BEYOND_GRACE_S,
+        MinhosServer,
+        ProcessSlot,
+    )
 
     server = MinhosServer(config, slot=ProcessSlot(index, count)).start()
     if not server.holder.loaded:
@@ -61,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         # A child of a process group drains and exits when its parent is gone, however the
         # parent ended (a kill -9 of the parent must not leave serving orphans on the port).
-        parent = args.parent or os.getppid()
+        parent = args.parent
         while os.getppid() == parent and not stop.wait(0.5):
             pass
         if not stop.is_set():
@@ -69,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bounded: with no parent left to kill a child stuck in its drain, it must go itself.
         drain = threading.Thread(target=server.stop, name="minhos-drain", daemon=True)
         drain.start()
-        drain.join(config.server.shutdown_grace_s + 10)
+        drain.join(config.server.shutdown_grace_s + STOP_BEYOND_GRACE_S)
         if drain.is_alive():
             log.error("drain did not finish; exiting")
             os._exit(1)

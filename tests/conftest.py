@@ -17,7 +17,7 @@ import pytest
 from export.data import MarketData, load_sp500
 from export.ensemble import EnsembleSettings
 from export.lstm import LSTMSettings
-from export.train import Fitted, TrainReport, TrainSettings, train_and_publish
+from export.train import Fitted, TrainReport, TrainSettings, publish_set, train_and_publish
 from server.core.config import Config, StorageConfig, load_config
 from server.storage.registry import ModelRepository
 from server.storage.schema import close_database, open_database
@@ -115,28 +115,19 @@ def deployed_as_fitted(repository: ModelRepository) -> list[Fitted]:
 
 
 def register_in(url: str, trained: Trained, root: Path) -> ModelRepository:
-    """The trained set published again, deployed, in the database at ``url`` (same files, under
-    ``root``): the registry a server on that database reads. Leaves no database open."""
+    """The trained set published again under its versions, deployed, in the database at ``url``
+    (same files and its serving graph, under ``root``): the registry a server on that database
+    reads. Leaves no database open."""
     open_database(trained.database_url)
     try:
         source = ModelRepository(trained.root / "models")
-        manifests = [source.load_verified(k, v) for k, v in source.deployed().items()]
+        fitted, versions = deployed_as_fitted(source), source.deployed()
     finally:
         close_database()
     open_database(url)
     target = ModelRepository(root)
     try:
-        for manifest, payload in manifests:
-            target.publish(
-                manifest.kind,
-                payload,
-                file=manifest.file,
-                feature_spec=manifest.feature_spec,
-                metrics=manifest.metrics,
-                info=manifest.info,
-                version=manifest.version,
-                deploy=True,
-            )
+        publish_set(target, fitted, versions, deploy=True)
     finally:
         close_database()
     return target

@@ -20,7 +20,7 @@ from clients.bench import free_port
 from clients.client import MinhosClient, columns_from_arrays
 from export.data import MarketData
 from export.train import publish_set
-from server.core.config import as_env
+from server.core.config import Config, as_env
 from server.core.manifest import KINDS
 from server.storage.registry import ModelRepository
 from server.storage.schema import close_database, open_database
@@ -66,13 +66,9 @@ def test_two_processes_share_the_port_and_swap_under_load(
         config, server=dataclasses.replace(config.server, reload_interval_s=0.2)
     )
     port, metrics_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        **as_env(config),
-        "MINHOS_SERVER_PORT": str(port),
-        "MINHOS_SERVER_METRICS_PORT": str(metrics_port),
-        "MINHOS_SERVER_PROCESSES": "2",
-    }
+    env = _env(
+        config, port, MINHOS_SERVER_METRICS_PORT=str(metrics_port), MINHOS_SERVER_PROCESSES="2"
+    )
     group = subprocess.Popen([sys.executable, "-m", "server.main"], env=env)
     try:
         _wait_serving(port, group)
@@ -135,11 +131,27 @@ def test_two_processes_share_the_port_and_swap_under_load(
         if group.poll() is None:
             group.kill()
             group.wait()
-        # The children notice their parent is gone and exit on their own.
-        deadline = time.monotonic() + 20
-        while _children_of_port(port) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not _children_of_port(port), "serving processes outlived their parent"
+    _assert_children_gone(port)
+
+
+def _env(config: Config, port: int, **extra: str) -> dict[str, str]:
+    """A server process's environment: ``config``, ``port``, no metrics port unless ``extra``
+    sets one."""
+    return {
+        **os.environ,
+        **as_env(config),
+        "MINHOS_SERVER_PORT": str(port),
+        "MINHOS_SERVER_METRICS_PORT": "0",
+        **extra,
+    }
+
+
+def _assert_children_gone(port: int) -> None:
+    """The serving processes of ``port`` notice their parent is gone and exit on their own."""
+    deadline = time.monotonic() + 20
+    while _children_of_port(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _children_of_port(port), "serving processes outlived their parent"
 
 
 def _children_of_port(port: int) -> list[int]:
@@ -160,13 +172,7 @@ def _children_of_port(port: int) -> list[int]:
 
 def test_children_leave_when_the_parent_is_killed(trained: Trained) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        **as_env(trained.config()),
-        "MINHOS_SERVER_PORT": str(port),
-        "MINHOS_SERVER_METRICS_PORT": "0",
-        "MINHOS_SERVER_PROCESSES": "2",
-    }
+    env = _env(trained.config(), port, MINHOS_SERVER_PROCESSES="2")
     group = subprocess.Popen([sys.executable, "-m", "server.main"], env=env)
     try:
         _wait_serving(port, group)
@@ -174,10 +180,7 @@ def test_children_leave_when_the_parent_is_killed(trained: Trained) -> None:
     finally:
         group.kill()  # no SIGTERM forwarded: the children must notice on their own
         group.wait()
-    deadline = time.monotonic() + 20
-    while _children_of_port(port) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _children_of_port(port), "serving processes outlived their parent"
+    _assert_children_gone(port)
 
 
 def test_a_child_whose_group_died_during_its_start_up_leaves(trained: Trained) -> None:
@@ -186,12 +189,7 @@ def test_a_child_whose_group_died_during_its_start_up_leaves(trained: Trained) -
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a group that died before its child was up
     port = free_port()
-    env = {
-        **os.environ,
-        **as_env(trained.config()),
-        "MINHOS_SERVER_PORT": str(port),
-        "MINHOS_SERVER_METRICS_PORT": "0",
-    }
+    env = _env(trained.config(), port)
     argv = [sys.executable, "-m", "server.main", "--slot", "1/2", "--parent", str(gone.pid)]
     child = subprocess.Popen(argv, env=env)
     try:

@@ -29,7 +29,7 @@ def _ints(low: int, high: int) -> st.SearchStrategy[int]:
     edges = [low, low + 1, -1, 0, 1, high - 1, high, 2**31, 2**40]
     return (
         st.sampled_from([e for e in edges if low <= e <= high])
-        | st.integers(-1000, 1000).filter(lambda v: low <= v <= high)
+        | st.integers(max(low, -1000), min(high, 1000))
         | st.integers(low, high)
     )
 

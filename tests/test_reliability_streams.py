@@ -30,7 +30,8 @@ def requests(
     data: MarketData, symbol: str, sent: list[int]
 ) -> Iterator[inference_pb2.StreamRequest]:
     start = live_index(data)
-    for bar in bars_from_arrays(data.times[start:], data.ohlcv[start:])[:STREAM_BARS]:
+    end = start + STREAM_BARS
+    for bar in bars_from_arrays(data.times[start:end], data.ohlcv[start:end]):
         sent[0] += 1
         yield inference_pb2.StreamRequest(symbol=symbol, bar=bar)
 
@@ -85,8 +86,8 @@ def test_abandoned_streams_free_their_resources(trained: Trained, sp500: MarketD
             sent = [0]
             with MinhosClient(target, max_attempts=1) as quitter:
                 replies = iter(quitter.predict_stream(requests(sp500, f"QUIT{i}", sent)))
-                got = [next(replies) for _ in range(5)]
-                assert len(got) == 5
+                for _ in range(5):
+                    next(replies)
         after_quitters = settle(srv, baseline)
 
         # Never reads: sends its bars, holds the stream open, then goes. One worker stays free

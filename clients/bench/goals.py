@@ -88,6 +88,14 @@ def rates(f: Figures, a: str, b: str) -> Paired:
     return Paired.of(f.loads[a].rates, f.loads[b].rates)
 
 
+def latency_ratio(f: Figures) -> float:
+    return f.p50_us[ON] / f.p50_us[best_p50(f)]
+
+
+def stream_ratio(f: Figures) -> Paired:
+    return Paired.of(f.stream_cpu_us[STREAM], f.stream_cpu_us[BARE])
+
+
 def throughput(f: Figures) -> Check:
     best = best_rate(f)
     ratio = rates(f, ON, best)
@@ -103,7 +111,7 @@ def throughput(f: Figures) -> Check:
 
 def latency(f: Figures) -> Check:
     best = best_p50(f)
-    ratio = f.p50_us[ON] / f.p50_us[best]
+    ratio = latency_ratio(f)
     return Check(
         f"2 latency: Predict p50 <= {LATENCY_FACTOR} x the better control's, 1 client",
         ratio <= LATENCY_FACTOR,
@@ -114,7 +122,7 @@ def latency(f: Figures) -> Check:
 
 
 def stream(f: Figures) -> Check:
-    ratio = Paired.of(f.stream_cpu_us[STREAM], f.stream_cpu_us[BARE])
+    ratio = stream_ratio(f)
     real, bare = (statistics.median(f.stream_cpu_us[k]) for k in (STREAM, BARE))
     return Check(
         f"3 stream: PredictStream server CPU per message <= {STREAM_CPU_FACTOR} x the bare "
@@ -177,10 +185,8 @@ def goal_ratios(f: Figures) -> dict[str, float]:
     """The paired medians (and the latency ratio) the checks judge."""
     return {
         "Predict / better control throughput": rates(f, ON, best_rate(f)).median,
-        "Predict / better control p50": f.p50_us[ON] / f.p50_us[best_p50(f)],
-        "PredictStream / bare stream server CPU per message": Paired.of(
-            f.stream_cpu_us[STREAM], f.stream_cpu_us[BARE]
-        ).median,
+        "Predict / better control p50": latency_ratio(f),
+        "PredictStream / bare stream server CPU per message": stream_ratio(f).median,
         f"{f.processes} / 1 serving processes throughput": rates(f, GROUP, ON).median,
         "persistence on / off throughput": rates(f, ON, OFF).median,
     }

@@ -124,10 +124,13 @@ def real_server(
     persist: bool,
     extra: dict[str, str],
     processes: int = 1,
+    *,
+    stop_grace_s: float = 20.0,
 ) -> Iterator[ServerProcess]:
     """``python -m server.main`` on a free loopback port and its own database copy
     (``scratch/<name>.db``). Ready when health answers SERVING and every serving process has logged
-    "serving"; the clock starts just before the process is spawned."""
+    "serving"; the clock starts just before the process is spawned. Stopped with SIGTERM (it
+    drains), killed if still running ``stop_grace_s`` later."""
     port = free_port()
     # The bench's own settings win over ``extra``: the persistence on / off pair must hold.
     env = clean_env(
@@ -160,7 +163,7 @@ def real_server(
         server.rss_at_ready = server.serving_rss_mb()
         yield server
     finally:
-        terminate(process, 20)
+        terminate(process, stop_grace_s)
 
 
 @dataclass(frozen=True)
