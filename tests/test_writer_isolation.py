@@ -223,4 +223,6 @@ def test_request_rows_of_a_batch_merge_and_keep_their_counts(sqlite_db: Path) ->
     }
     assert PredictionRow.select().count() == 1
     assert request_counts(None, T0, ["INVALID_ARGUMENT"], inclusive=True) == (120, 20)
+    # 92 request rows became 4: the 88 merged away are neither written nor dropped.
+    assert writer.merged == 88 and writer.dropped == 0 and writer.depth == 0
     writer.close()

@@ -100,8 +100,10 @@ class BatchWriter:
         self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._backlog: list[Item] = []
-        #: Request rows merged into rows not yet written (see _coalesced): done with them.
-        self._merged = 0
+        #: Request rows merged into another row of their batch (see _coalesced): done with as they
+        #: are merged, since the row they were merged into carries them (written, dropped or set
+        #: aside, it is counted once); a flush still waits for that row.
+        self.merged = 0
         self._flushed = threading.Condition()
         self._written = 0
         self._enqueued = 0
@@ -165,8 +167,8 @@ class BatchWriter:
 
     @property
     def _done(self) -> int:
-        """Rows the writer is finished with: written, dropped or set aside."""
-        return self._written + self.dropped + self.rejected
+        """Rows the writer is finished with: written, dropped, set aside or merged into another."""
+        return self._written + self.dropped + self.rejected + self.merged
 
     def close(self, timeout: float = 10.0) -> None:
         if not self.enabled or self._closed:
@@ -192,10 +194,10 @@ class BatchWriter:
                     fresh.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            # Only fresh rows are merged: the backlog was merged when it was fresh, and the rows
-            # merged away are done when the batch they were merged in is.
+            # Only fresh rows are merged: the backlog was merged when it was fresh.
             fresh, merged = _coalesced(fresh)
-            self._merged += merged
+            with self._flushed:
+                self.merged += merged
             batch = self._backlog + fresh
             self._backlog = []
             if batch:
@@ -203,7 +205,7 @@ class BatchWriter:
             if closing:
                 break
         if self._backlog:  # closing while the database is failing: say what is lost
-            lost = sum(len(rows) for _, _, rows in self._backlog) + self._merged
+            lost = sum(len(rows) for _, _, rows in self._backlog)
             log.error("writer closed with rows unwritten", extra={"rows": lost})
             with self._flushed:
                 self.dropped += lost
@@ -221,7 +223,7 @@ class BatchWriter:
                 self._write_apart(groups)
             return
         self.last_error = ""
-        self._count_written(sum(len(rows) for _, _, rows in groups) + self._take_merged())
+        self._count_written(sum(len(rows) for _, _, rows in groups))
 
     def _insert(self, groups: Sequence[Item]) -> None:
         """One transaction; inserting a row already present is a no-op, so a retry of rows that
@@ -256,7 +258,7 @@ class BatchWriter:
                 continue
             written += len(rows)
             pending.pop(0)
-        self._count_written(written + self._take_merged())
+        self._count_written(written)
 
     def _reject(
         self, table: type[BaseModel], columns: tuple[str, ...], row: tuple[Any, ...], exc: Exception
@@ -287,15 +289,10 @@ class BatchWriter:
                 keep.append((table, columns, take))
                 kept += len(take)
         with self._flushed:
-            # Request rows go first when the backlog is full: those merged into them go too.
-            self.dropped += count - kept + (self._take_merged() if kept < count else 0)
+            self.dropped += count - kept
             self._flushed.notify_all()
         self._backlog = keep
         time.sleep(min(1.0, self.interval_s * 5))
-
-    def _take_merged(self) -> int:
-        merged, self._merged = self._merged, 0
-        return merged
 
     def _count_written(self, count: int) -> None:
         with self._flushed:
