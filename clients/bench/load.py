@@ -128,9 +128,9 @@ def alternate(
             for name in names[turn:] + names[:turn]:
                 procfs.settle(idle)
                 pids = loads[name].pids
-                cpu = sum(procfs.cpu_seconds(pid) for pid in pids)
+                cpu = procfs.cpu_total(pids)
                 done = pool.submit(closed_loop, loads[name], clients, seconds)
                 result = done.result(timeout=seconds + 2 * GRACE_S)
-                used = sum(procfs.cpu_seconds(pid) for pid in pids) - cpu
+                used = procfs.cpu_total(pids) - cpu
                 totals[name].add(result, used)
     return totals

@@ -48,13 +48,18 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def cpu_total(pids: Sequence[int]) -> float:
+    """CPU seconds the processes have used, together."""
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
 def settle(pids: Sequence[int], limit_s: float = 5.0) -> None:
     """Waits (up to ``limit_s``) until the processes are idle: below 5% of a core over 0.1 s. A
     server still writing a stream's rows or evaluating health would otherwise slow whatever is
     measured next on these shared cores."""
     deadline = time.perf_counter() + limit_s
     while time.perf_counter() < deadline:
-        before = sum(cpu_seconds(pid) for pid in pids)
+        before = cpu_total(pids)
         time.sleep(0.1)
-        if sum(cpu_seconds(pid) for pid in pids) - before < 0.005:
+        if cpu_total(pids) - before < 0.005:
             return
