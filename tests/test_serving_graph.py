@@ -214,6 +214,27 @@ def test_a_trained_set_scores_in_one_run_as_by_its_parts(
     _assert_same(graph.score(longer), parts.score(longer))
 
 
+def test_one_window_scores_as_its_row_of_a_batch(trained: Trained, sp500: MarketData) -> None:
+    """Unary Predict scores its window with score_one (fusion and Kelly on floats); a batch's
+    rows must carry the same values, through the graph and by the parts (to float32's precision:
+    the tree ensemble sums in another order at another batch size)."""
+    open_database(trained.database_url)
+    repository = ModelRepository(trained.root / "models")
+    graph = _loaded(repository, trained)
+    parts = _by_parts(graph, repository, trained)
+    windows = _windows(sp500, graph.window)[2000:2040]
+    for models in (graph, parts):
+        rows = models.score(windows).rows()
+        assert len(rows) == len(windows)
+        for window, row in zip(windows, rows, strict=True):
+            one = models.score_one(window)
+            assert isinstance(one.fused.direction, int) and one.fused.direction in (1, -1)
+            assert one.fused.agree == row.fused.agree and one.fused.direction == row.fused.direction
+            got = (one.p_lstm, one.p_ensemble, one.kelly_fraction, *one.fused[:3])
+            want = (row.p_lstm, row.p_ensemble, row.kelly_fraction, *row.fused[:3])
+            assert np.allclose(got, want, rtol=0, atol=1e-6), (got, want)
+
+
 def _republished(
     repository: ModelRepository, kind: str, version: str, *, with_graph: bool
 ) -> Manifest:

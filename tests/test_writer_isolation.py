@@ -226,3 +226,39 @@ def test_request_rows_of_a_batch_merge_and_keep_their_counts(sqlite_db: Path) ->
     # 92 request rows became 4: the 88 merged away are neither written nor dropped.
     assert writer.merged == 88 and writer.dropped == 0 and writer.depth == 0
     writer.close()
+
+
+def test_request_counts_are_pulled_as_rows_by_a_flush_and_at_close(
+    sqlite_db: Path, tmp_path: Path
+) -> None:
+    """The data plane counts requests in memory; the writer takes the counts as one row per
+    (method, code, market time) when it writes, stamped by the plane's clock, and takes the last
+    ones as it closes."""
+    from server.core.config import load_config
+    from server.serving.dataplane import DataPlane
+    from server.serving.models import ModelHolder
+    from server.storage.registry import ModelRepository
+
+    config = load_config(env={})
+    writer = BatchWriter(60.0, 100_000)  # nothing written but by the flush and the close
+    stamp = T0 + dt.timedelta(hours=5)
+    holder = ModelHolder(ModelRepository(str(tmp_path / "models")), config)
+    plane = DataPlane(config, holder, writer, clock=lambda: stamp)
+    for i in range(70):
+        plane.record_request("Predict", "OK", i / 1e3, T0)
+    plane.record_request("PredictStream", "OK", 0.004, T0, messages=30)
+    for _ in range(20):
+        plane.record_request("Predict", "INVALID_ARGUMENT", 0.002, None)
+    assert writer.depth == 0  # counted, not queued
+    assert writer.flush(timeout=10)
+    rows = {(r.method, r.code, r.market_time): r for r in RequestRow.select()}
+    assert {key: (r.messages, r.created_at) for key, r in rows.items()} == {
+        ("Predict", "OK", T0): (70, stamp),
+        ("PredictStream", "OK", T0): (30, stamp),
+        ("Predict", "INVALID_ARGUMENT", None): (20, stamp),
+    }
+    mean_ms = [rows[key].latency_ms for key in sorted(rows, key=str)]
+    assert mean_ms == pytest.approx([2.0, 34.5, 4.0])
+    plane.record_request("Predict", "OK", 0.001, T0)
+    writer.close()
+    assert RequestRow.select().count() == 4

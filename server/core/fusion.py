@@ -19,6 +19,7 @@ overhead would cost more than the arithmetic (a test holds the two to the same n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +42,14 @@ class Fused:
 
 def fuse(p_lstm: FloatArray, p_ensemble: FloatArray, config: FusionConfig) -> Fused:
     if np.shape(p_lstm) == (1,) and np.shape(p_ensemble) == (1,):
-        return _fuse_one(float(p_lstm[0]), float(p_ensemble[0]), config)
+        one = fuse_one(float(p_lstm[0]), float(p_ensemble[0]), config)
+        return Fused(
+            probability_up=np.array([one.probability_up]),
+            confidence=np.array([one.confidence]),
+            agreement=np.array([one.agreement]),
+            agree=np.array([one.agree]),
+            direction=np.array([one.direction], dtype=np.int8),
+        )
     p_lstm = np.asarray(p_lstm, dtype=np.float64)
     p_ensemble = np.asarray(p_ensemble, dtype=np.float64)
     p = config.lstm_weight * p_lstm + (1.0 - config.lstm_weight) * p_ensemble
@@ -58,17 +66,27 @@ def fuse(p_lstm: FloatArray, p_ensemble: FloatArray, config: FusionConfig) -> Fu
     )
 
 
-def _fuse_one(p_lstm: float, p_ensemble: float, config: FusionConfig) -> Fused:
+class FusedOne(NamedTuple):
+    """:class:`Fused` of one pair, as Python values."""
+
+    probability_up: float
+    confidence: float
+    agreement: float
+    agree: bool
+    #: +1 up, -1 down.
+    direction: int
+
+
+def fuse_one(p_lstm: float, p_ensemble: float, config: FusionConfig) -> FusedOne:
     """:func:`fuse` for one pair, in the same operations and order (so the same floats)."""
     w = config.lstm_weight
     p = w * p_lstm + (1.0 - w) * p_ensemble
     agree = (p_lstm >= 0.5) == (p_ensemble >= 0.5)
     scale = 1.0 + config.agreement_boost if agree else 1.0 - config.disagreement_penalty
-    confidence = min(max(0.5 + abs(p - 0.5) * scale, 0.5), 1.0)
-    return Fused(
-        probability_up=np.array([p]),
-        confidence=np.array([confidence]),
-        agreement=np.array([1.0 - abs(p_lstm - p_ensemble)]),
-        agree=np.array([agree]),
-        direction=np.array([1 if p >= 0.5 else -1], dtype=np.int8),
+    return FusedOne(
+        probability_up=p,
+        confidence=min(max(0.5 + abs(p - 0.5) * scale, 0.5), 1.0),
+        agreement=1.0 - abs(p_lstm - p_ensemble),
+        agree=agree,
+        direction=1 if p >= 0.5 else -1,
     )

@@ -38,11 +38,18 @@ def size_positions(
     """Kelly stakes for fused predictions: the component calibrates P(up); the stake is on the
     predicted direction, so a calibrator that moves p across 0.5 leaves no edge (stake 0)."""
     if np.shape(probability_up) == (1,):
-        # One prediction (unary Predict): the same rule on floats, without numpy's per-call cost.
-        up = component.calibrate_one(float(probability_up[0]))
-        win = up if direction[0] > 0 else 1.0 - up
-        stake = (win - (1.0 - win) / component.payoff_ratio) * config.fraction
-        return np.array([min(max(stake, 0.0), config.cap)])
+        return np.array([stake_one(float(probability_up[0]), int(direction[0]), component, config)])
     calibrated = component.calibrate(probability_up)
     p_win = np.where(np.asarray(direction) > 0, calibrated, 1.0 - calibrated)
     return kelly_fraction(p_win, component.payoff_ratio, config)
+
+
+def stake_one(
+    probability_up: float, direction: int, component: KellyComponent, config: KellyConfig
+) -> float:
+    """:func:`size_positions` of one prediction (unary Predict), the same rule on floats: numpy's
+    per-call cost would exceed the arithmetic."""
+    up = component.calibrate_one(probability_up)
+    win = up if direction > 0 else 1.0 - up
+    stake = (win - (1.0 - win) / component.payoff_ratio) * config.fraction
+    return min(max(stake, 0.0), config.cap)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -16,7 +17,7 @@ from server.core.config import Config
 from server.core.errors import InvalidArgument, Unavailable
 from server.core.records import ModelVersion, Outcome, Prediction, PredictionRecord
 from server.serving.ids import new_ids
-from server.serving.models import BarsRefused, ModelHolder, ModelSet, Scored
+from server.serving.models import BarsRefused, ModelHolder, ModelSet, Scored, ScoredOne
 from server.serving.outcome_book import OutcomeBook
 from server.serving.validation import (
     FloatArray,
@@ -51,6 +52,33 @@ def to_datetime(seconds: int | float) -> dt.datetime:
     return EPOCH + dt.timedelta(seconds=seconds)
 
 
+def _prediction(
+    prediction_id: str,
+    symbol: str,
+    bar_time: dt.datetime,
+    close: float,
+    one: ScoredOne,
+    versions: dict[str, str],
+    latency_s: float,
+) -> Prediction:
+    fused = one.fused
+    return Prediction(
+        id=prediction_id,
+        symbol=symbol,
+        bar_time=bar_time,
+        direction=fused.direction,
+        probability_up=fused.probability_up,
+        confidence=fused.confidence,
+        lstm_probability=one.p_lstm,
+        ensemble_probability=one.p_ensemble,
+        agreement=fused.agreement,
+        kelly_fraction=one.kelly_fraction,
+        versions=versions,
+        latency_s=latency_s,
+        close=close,
+    )
+
+
 class DataPlane:
     def __init__(
         self,
@@ -65,6 +93,9 @@ class DataPlane:
         self.clock = clock
         self.symbols = SymbolPolicy(config.server.symbols.split(","))
         self.book = OutcomeBook()
+        self._request_counts: dict[tuple[str, str, dt.datetime | None], list[float]] = {}
+        self._counts_lock = threading.Lock()  # pool threads count calls too
+        writer.pull_requests(self._request_rows)
 
     @property
     def market_now(self) -> dt.datetime | None:
@@ -103,17 +134,22 @@ class DataPlane:
             times, ohlcv, need, models.window, form, check_bars=not graph_checks
         )
         try:
-            scored = models.score(ohlcv[None], check_bars=graph_checks)
+            one = models.score_one(ohlcv, check_bars=graph_checks)
         except BarsRefused:
             explain_window(times, ohlcv, base, form)
-        (prediction,) = self.record_scored(
-            [symbol],
-            [to_datetime(int(times[-1]))],
-            [float(ohlcv[-1, CLOSE])],
-            scored,
-            began,
-            defer,
+        versions = models.versions
+        (prediction_id,) = new_ids(1)
+        prediction = _prediction(
+            prediction_id,
+            symbol,
+            to_datetime(int(times[-1])),
+            float(ohlcv[-1, CLOSE]),
+            one,
+            versions,
+            time.perf_counter() - began,
         )
+        created = self.clock()
+        defer(lambda: self._keep([prediction], created, versions))
         return prediction
 
     def record_scored(
@@ -127,41 +163,14 @@ class DataPlane:
     ) -> list[Prediction]:
         """Predictions from a scored batch (one per symbol, bar time and close), remembered for
         outcome resolution and queued for storage (through ``defer``)."""
-        fused = scored.fused
         latency = time.perf_counter() - began
         created = self.clock()
         versions = scored.versions
-        ids = new_ids(len(symbols))
-        outputs = zip(
-            fused.direction.tolist(),
-            fused.probability_up.tolist(),
-            fused.confidence.tolist(),
-            scored.p_lstm.tolist(),
-            scored.p_ensemble.tolist(),
-            fused.agreement.tolist(),
-            scored.kelly_fraction.tolist(),
-            strict=True,
-        )
         predictions = [
-            Prediction(
-                id=ids[i],
-                symbol=symbol,
-                bar_time=bar_time,
-                direction=int(direction),
-                probability_up=p_up,
-                confidence=confidence,
-                lstm_probability=p_lstm,
-                ensemble_probability=p_ensemble,
-                agreement=agreement,
-                kelly_fraction=kelly,
-                versions=versions,
-                latency_s=latency,
-                close=close,
+            _prediction(prediction_id, symbol, bar_time, close, one, versions, latency)
+            for prediction_id, symbol, bar_time, close, one in zip(
+                new_ids(len(symbols)), symbols, bar_times, closes, scored.rows(), strict=True
             )
-            for i, (
-                (symbol, bar_time, close),
-                (direction, p_up, confidence, p_lstm, p_ensemble, agreement, kelly),
-            ) in enumerate(zip(zip(symbols, bar_times, closes, strict=True), outputs, strict=True))
         ]
         defer(lambda: self._keep(predictions, created, versions))
         return predictions
@@ -255,10 +264,33 @@ class DataPlane:
         market_time: dt.datetime | None,
         messages: int = 1,
     ) -> None:
-        """``messages``: how many requests the row stands for (a stream's batch is one row)."""
-        self.writer.put_requests(
-            [(method, code, latency_s * 1e3, self.clock(), market_time, messages)]
-        )
+        """``messages``: how many requests the call stands for (a stream's batch is one call).
+        Counted here per method, code and market time; the writer takes the counts as rows
+        (:meth:`_request_rows`) at its next write."""
+        if not self.writer.enabled:
+            return  # nothing would ever take the counts
+        key = (method, code, market_time)
+        total_ms = latency_s * 1e3 * messages
+        with self._counts_lock:
+            counts = self._request_counts.get(key)
+            if counts is None:
+                self._request_counts[key] = [total_ms, messages]
+            else:
+                counts[0] += total_ms
+                counts[1] += messages
+
+    def _request_rows(self) -> list[tuple[object, ...]]:
+        """Rows of the requests counted since the last call (REQUEST_COLUMNS): one per method,
+        code and market time, with their mean latency, stamped now."""
+        with self._counts_lock:
+            counts, self._request_counts = self._request_counts, {}
+        if not counts:
+            return []
+        created = self.clock()
+        return [
+            (method, code, total_ms / n, created, market_time, int(n))
+            for (method, code, market_time), (total_ms, n) in counts.items()
+        ]
 
     def database_ok(self) -> bool:
         try:

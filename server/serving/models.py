@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -25,8 +26,8 @@ import onnxruntime as ort
 from server.core.calibrator import KellyComponent
 from server.core.config import Config
 from server.core.features import FEATURE_NAMES, bars_required, window_features_batch
-from server.core.fusion import Fused, fuse
-from server.core.kelly import size_positions
+from server.core.fusion import Fused, FusedOne, fuse, fuse_one
+from server.core.kelly import size_positions, stake_one
 from server.core.manifest import KINDS, Manifest
 from server.storage import queries
 from server.storage.registry import ModelNotFoundError, ModelRepository, sha256_bytes
@@ -62,6 +63,15 @@ def _session(payload: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
 
 
+class ScoredOne(NamedTuple):
+    """Model outputs for one window, as Python values."""
+
+    p_lstm: float
+    p_ensemble: float
+    fused: FusedOne
+    kelly_fraction: float
+
+
 @dataclass(frozen=True)
 class Scored:
     """Model outputs for a batch of windows, with the versions that produced them."""
@@ -71,6 +81,28 @@ class Scored:
     fused: Fused
     kelly_fraction: FloatArray
     versions: dict[str, str]
+
+    def rows(self) -> list[ScoredOne]:
+        """Each window's outputs, as :meth:`ModelSet.score_one` gives them."""
+        fused = self.fused
+        columns = zip(
+            fused.probability_up.tolist(),
+            fused.confidence.tolist(),
+            fused.agreement.tolist(),
+            fused.agree.tolist(),
+            fused.direction.tolist(),
+            strict=True,
+        )
+        return [
+            ScoredOne(p_lstm, p_ens, FusedOne(*one), kelly)
+            for p_lstm, p_ens, one, kelly in zip(
+                self.p_lstm.tolist(),
+                self.p_ensemble.tolist(),
+                columns,
+                self.kelly_fraction.tolist(),
+                strict=True,
+            )
+        ]
 
 
 class ModelSet:
@@ -144,23 +176,38 @@ class ModelSet:
         """``windows``: (batch, >= bars_required, 5) OHLCV, already validated, or with
         ``check_bars`` (only when :attr:`checks_bars`) checked by the graph as it scores them:
         raises :class:`BarsRefused` if any window breaks the rule."""
+        return self._scored(*self._probabilities(windows, check_bars))
+
+    def score_one(self, window: FloatArray, *, check_bars: bool = False) -> ScoredOne:
+        """:meth:`score` of one window ((>= bars_required, 5)), with fusion and sizing on floats:
+        for a batch of one, numpy's per-call cost exceeds the arithmetic."""
+        p_lstm, p_ens = self._probabilities(window[None], check_bars)
+        return self._scored_one(float(p_lstm[0]), float(p_ens[0]))
+
+    def _probabilities(
+        self, windows: FloatArray, check_bars: bool
+    ) -> tuple[FloatArray, FloatArray]:
         if check_bars and not self.checks_bars:
             raise ValueError("this set's bars must be checked before scoring")
         if self._serving is None:
-            return self.score_features(window_features_batch(windows, self.window))
+            return self._by_parts(window_features_batch(windows, self.window))
         bars = np.ascontiguousarray(windows[:, -self.bars_required :], dtype=np.float64)
         p_lstm, p_ens, *check = self._serving.run(self._outputs, {BARS: bars})
-        if check_bars and not (check[0] >= 0.0).all():  # NaN fails too
+        # A list, not numpy's all(): at a batch of one the comparison costs less than the call.
+        if check_bars and not all(least >= 0.0 for least in check[0].tolist()):  # NaN fails too
             raise BarsRefused()
-        return self._scored(p_lstm, p_ens)
+        return p_lstm, p_ens
 
     def score_features(self, sequences: FloatArray) -> Scored:
         """``sequences``: (batch, window, F) feature vectors, oldest first (a stream keeps them
         per symbol instead of recomputing the whole window for every bar)."""
+        return self._scored(*self._by_parts(sequences))
+
+    def _by_parts(self, sequences: FloatArray) -> tuple[FloatArray, FloatArray]:
         seqs = sequences.astype(np.float32)
         p_lstm = self.lstm_probability(seqs).astype(np.float64)
         p_ens = self.ensemble_probability(seqs[:, -1, :]).astype(np.float64)
-        return self._scored(p_lstm, p_ens)
+        return p_lstm, p_ens
 
     def lstm_probability(self, sequences: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """The LSTM alone: (batch, window, F) float32 features -> P(up), (batch,)."""
@@ -176,6 +223,11 @@ class ModelSet:
         fused = fuse(p_lstm, p_ens, self.config.fusion)
         kelly = size_positions(fused.probability_up, fused.direction, self.kelly, self.config.kelly)
         return Scored(p_lstm, p_ens, fused, kelly, self.versions)
+
+    def _scored_one(self, p_lstm: float, p_ens: float) -> ScoredOne:
+        fused = fuse_one(p_lstm, p_ens, self.config.fusion)
+        kelly = stake_one(fused.probability_up, fused.direction, self.kelly, self.config.kelly)
+        return ScoredOne(p_lstm, p_ens, fused, kelly)
 
 
 def load_model_set(

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,9 @@ REQUEST_COLUMNS = ("method", "code", "latency_ms", "created_at", "market_time", 
 
 #: A queued write: rows of one table, as tuples in the order of ``columns``.
 Item = tuple[type[BaseModel], tuple[str, ...], list[tuple[Any, ...]]]
+#: Hands over request rows (in the order of :data:`REQUEST_COLUMNS`) counted since it was last
+#: called; thread-safe. The writer calls it before each write and each flush.
+RequestSource = Callable[[], list[tuple[Any, ...]]]
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class BatchWriter:
         #: The latest of them, with the reason (each is also logged).
         self.set_aside: deque[SetAside] = deque(maxlen=MAX_SET_ASIDE)
         self.last_error = ""
+        self._request_sources: list[RequestSource] = []
         self._thread = threading.Thread(target=self._run, name="minhos-writer", daemon=True)
         self._closed = False
         if enabled:
@@ -123,11 +127,28 @@ class BatchWriter:
         self, table: type[BaseModel], columns: tuple[str, ...], rows: list[tuple[Any, ...]]
     ) -> None:
         if self.enabled and not self._closed and rows:
-            with self._count_lock:
-                self._enqueued += len(rows)
-            self._queue.put((table, columns, rows))
-            if self.depth >= self.max_rows:
-                self._wake.set()
+            self._enqueue(table, columns, rows)
+
+    def _enqueue(
+        self, table: type[BaseModel], columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    ) -> None:
+        with self._count_lock:
+            self._enqueued += len(rows)
+        self._queue.put((table, columns, rows))
+        if self.depth >= self.max_rows:
+            self._wake.set()
+
+    def pull_requests(self, source: RequestSource) -> None:
+        """Request rows are pulled from ``source`` rather than queued one per call: at a thousand
+        Predicts a second, a row queued per call cost more than the count it carries (the rows
+        are merged per method, code and market time anyway, see :func:`_coalesced`)."""
+        self._request_sources.append(source)
+
+    def _pull(self) -> None:
+        for source in self._request_sources:
+            rows = source()
+            if rows:
+                self._enqueue(RequestRow, REQUEST_COLUMNS, rows)
 
     def put_predictions(self, rows: list[tuple[Any, ...]]) -> None:
         """Tuples in the order of :data:`PREDICTION_COLUMNS`."""
@@ -154,6 +175,7 @@ class BatchWriter:
         """Blocks until everything enqueued before the call is written (tests, RecordOutcome)."""
         if not self.enabled:
             return True
+        self._pull()
         target = self._enqueued
         deadline = time.monotonic() + timeout
         self._wake.set()  # now, not at the end of the interval
@@ -188,6 +210,7 @@ class BatchWriter:
             due = time.monotonic() + self.interval_s
             self._wake.clear()
             closing = self._closed
+            self._pull()
             fresh: list[Item] = []
             while True:
                 try:

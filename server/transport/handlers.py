@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
 from server.serving.dataplane import Defer, run_now
+
+log = logging.getLogger("minhos.rpc")
 
 
 @dataclass(frozen=True)
@@ -93,12 +96,24 @@ def deferral(context: object) -> Defer:
 
 def _on_loop(behaviour: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        later: list[Callable[[], object]] = []
         try:
-            return behaviour(request, CallContext(asyncio.get_running_loop().call_soon))
+            return behaviour(request, CallContext(later.append))
         except _Aborted as aborted:
             await context.abort(aborted.code, aborted.details)
+        finally:
+            if later:  # one callback for the call's bookkeeping, however many pieces
+                asyncio.get_running_loop().call_soon(_run_all, later)
 
     return handle
+
+
+def _run_all(work: list[Callable[[], object]]) -> None:
+    for piece in work:
+        try:
+            piece()
+        except Exception:  # as the loop does for a failed callback: log, and run the next
+            log.exception("deferred bookkeeping failed")
 
 
 def _in_pool(
