@@ -224,14 +224,21 @@ def test_one_window_scores_as_its_row_of_a_batch(trained: Trained, sp500: Market
     parts = _by_parts(graph, repository, trained)
     windows = _windows(sp500, graph.window)[2000:2040]
     for models in (graph, parts):
-        rows = models.score(windows).rows()
-        assert len(rows) == len(windows)
-        for window, row in zip(windows, rows, strict=True):
+        batch = models.score(windows)
+        fused = batch.fused
+        for i, window in enumerate(windows):
             one = models.score_one(window)
-            assert isinstance(one.fused.direction, int) and one.fused.direction in (1, -1)
-            assert one.fused.agree == row.fused.agree and one.fused.direction == row.fused.direction
+            assert isinstance(one.fused.direction, int)
+            assert one.fused.direction == fused.direction[i] and one.fused.agree == fused.agree[i]
             got = (one.p_lstm, one.p_ensemble, one.kelly_fraction, *one.fused[:3])
-            want = (row.p_lstm, row.p_ensemble, row.kelly_fraction, *row.fused[:3])
+            want = (
+                batch.p_lstm[i],
+                batch.p_ensemble[i],
+                batch.kelly_fraction[i],
+                fused.probability_up[i],
+                fused.confidence[i],
+                fused.agreement[i],
+            )
             assert np.allclose(got, want, rtol=0, atol=1e-6), (got, want)
 
 

@@ -17,7 +17,7 @@ from server.core.config import Config
 from server.core.errors import InvalidArgument, Unavailable
 from server.core.records import ModelVersion, Outcome, Prediction, PredictionRecord
 from server.serving.ids import new_ids
-from server.serving.models import BarsRefused, ModelHolder, ModelSet, Scored, ScoredOne
+from server.serving.models import BarsRefused, ModelHolder, ModelSet, Scored
 from server.serving.outcome_book import OutcomeBook
 from server.serving.validation import (
     FloatArray,
@@ -50,33 +50,6 @@ def run_now(work: Callable[[], object]) -> None:
 
 def to_datetime(seconds: int | float) -> dt.datetime:
     return EPOCH + dt.timedelta(seconds=seconds)
-
-
-def _prediction(
-    prediction_id: str,
-    symbol: str,
-    bar_time: dt.datetime,
-    close: float,
-    one: ScoredOne,
-    versions: dict[str, str],
-    latency_s: float,
-) -> Prediction:
-    fused = one.fused
-    return Prediction(
-        id=prediction_id,
-        symbol=symbol,
-        bar_time=bar_time,
-        direction=fused.direction,
-        probability_up=fused.probability_up,
-        confidence=fused.confidence,
-        lstm_probability=one.p_lstm,
-        ensemble_probability=one.p_ensemble,
-        agreement=fused.agreement,
-        kelly_fraction=one.kelly_fraction,
-        versions=versions,
-        latency_s=latency_s,
-        close=close,
-    )
 
 
 class DataPlane:
@@ -137,16 +110,22 @@ class DataPlane:
             one = models.score_one(ohlcv, check_bars=graph_checks)
         except BarsRefused:
             explain_window(times, ohlcv, base, form)
-        versions = models.versions
+        versions, fused = models.versions, one.fused
         (prediction_id,) = new_ids(1)
-        prediction = _prediction(
-            prediction_id,
-            symbol,
-            to_datetime(int(times[-1])),
-            float(ohlcv[-1, CLOSE]),
-            one,
-            versions,
-            time.perf_counter() - began,
+        prediction = Prediction(
+            id=prediction_id,
+            symbol=symbol,
+            bar_time=to_datetime(int(times[-1])),
+            direction=fused.direction,
+            probability_up=fused.probability_up,
+            confidence=fused.confidence,
+            lstm_probability=one.p_lstm,
+            ensemble_probability=one.p_ensemble,
+            agreement=fused.agreement,
+            kelly_fraction=one.kelly_fraction,
+            versions=versions,
+            latency_s=time.perf_counter() - began,
+            close=float(ohlcv[-1, CLOSE]),
         )
         created = self.clock()
         defer(lambda: self._keep([prediction], created, versions))
@@ -166,11 +145,25 @@ class DataPlane:
         latency = time.perf_counter() - began
         created = self.clock()
         versions = scored.versions
+        fused = scored.fused
+        columns = zip(
+            new_ids(len(symbols)),
+            symbols,
+            bar_times,
+            fused.direction.tolist(),
+            fused.probability_up.tolist(),
+            fused.confidence.tolist(),
+            scored.p_lstm.tolist(),
+            scored.p_ensemble.tolist(),
+            fused.agreement.tolist(),
+            scored.kelly_fraction.tolist(),
+            closes,
+            strict=True,
+        )
+        # Positional, in Prediction's field order: a stream builds one per message.
         predictions = [
-            _prediction(prediction_id, symbol, bar_time, close, one, versions, latency)
-            for prediction_id, symbol, bar_time, close, one in zip(
-                new_ids(len(symbols)), symbols, bar_times, closes, scored.rows(), strict=True
-            )
+            Prediction(i, s, t, d, p, c, pl, pe, a, k, versions, latency, close)
+            for i, s, t, d, p, c, pl, pe, a, k, close in columns
         ]
         defer(lambda: self._keep(predictions, created, versions))
         return predictions

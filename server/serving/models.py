@@ -82,28 +82,6 @@ class Scored:
     kelly_fraction: FloatArray
     versions: dict[str, str]
 
-    def rows(self) -> list[ScoredOne]:
-        """Each window's outputs, as :meth:`ModelSet.score_one` gives them."""
-        fused = self.fused
-        columns = zip(
-            fused.probability_up.tolist(),
-            fused.confidence.tolist(),
-            fused.agreement.tolist(),
-            fused.agree.tolist(),
-            fused.direction.tolist(),
-            strict=True,
-        )
-        return [
-            ScoredOne(p_lstm, p_ens, FusedOne(*one), kelly)
-            for p_lstm, p_ens, one, kelly in zip(
-                self.p_lstm.tolist(),
-                self.p_ensemble.tolist(),
-                columns,
-                self.kelly_fraction.tolist(),
-                strict=True,
-            )
-        ]
-
 
 class ModelSet:
     """One immutable set of deployed versions, ready to score."""
