@@ -45,3 +45,13 @@ def test_the_served_direction_at_exactly_one_half_is_up_in_calibration_too() -> 
     y = np.array([1.0, 1.0, 1.0, 0.0])
     report = calibration_report("fusion", p, y)
     assert report.accuracy == scoring.direction_accuracy(p, y) == 0.75
+
+
+def test_one_return_is_labelled_as_in_a_batch() -> None:
+    # A stream labels each outcome on a float; training and the monitor label arrays.
+    returns = [0.0, -0.0, 5e-324, -5e-324, 0.01, -0.01, float("nan"), float("inf")]
+    batch = scoring.went_up(np.array(returns)).tolist()
+    assert [scoring.went_up_one(r) for r in returns] == batch
+    at = dt.datetime(2020, 1, 3)
+    assert [outcome_of(_prediction(+1, 0.6), r, at).actual_up for r in returns] == batch
+    assert [outcome_of(_prediction(+1, 0.6), r, at).hit for r in returns] == batch

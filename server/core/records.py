@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from server.core.manifest import Manifest
-from server.core.scoring import is_hit, went_up
+from server.core.scoring import is_hit, went_up_one
 
 #: Alert and degradation severities, lowest first.
 Severity = Literal["info", "warning", "error", "critical"]
@@ -49,7 +49,7 @@ class Outcome(NamedTuple):
 
     @property
     def actual_up(self) -> bool:
-        return bool(went_up(self.realized_return))
+        return went_up_one(self.realized_return)
 
 
 def outcome_of(prediction: Prediction, realized_return: float, resolved_at: dt.datetime) -> Outcome:

@@ -31,9 +31,14 @@ def hits(predicted_up: ArrayLike, realized_return: ArrayLike) -> BoolArray:
     return np.asarray(np.asarray(predicted_up, dtype=np.bool_) == went_up(realized_return))
 
 
+def went_up_one(realized_return: float) -> bool:
+    """:func:`went_up` of one return, on a float (a stream labels each bar it resolves)."""
+    return realized_return > 0
+
+
 def is_hit(direction: int, realized_return: float) -> bool:
     """:func:`hits` for one prediction with ``direction`` +1 (up) or -1 (down)."""
-    return (direction > 0) == (realized_return > 0)
+    return (direction > 0) == went_up_one(realized_return)
 
 
 def _as_float(a: ArrayLike) -> FloatArray:

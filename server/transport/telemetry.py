@@ -5,14 +5,17 @@ Each server gets its own registry, so tests can run several servers in one proce
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import logging
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from server.storage.writer import BatchWriter
@@ -47,19 +50,8 @@ def setup_logging(level: str = "INFO") -> None:
 class Telemetry:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "minhos_requests",
-            "RPCs served, by method and status code",
-            ["method", "code"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "minhos_request_seconds",
-            "Server-side RPC latency (per message for streams)",
-            ["method"],
-            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-            registry=self.registry,
-        )
+        self.calls = CallCounts()
+        self.registry.register(_CallCollector(self.calls))
         self.model_version = Gauge(
             "minhos_model_version_info",
             "1 for the version serving each model kind",
@@ -72,22 +64,13 @@ class Telemetry:
             registry=self.registry,
         )
         self.reloads = Counter("minhos_model_swaps", "Model-set hot swaps", registry=self.registry)
-        # The labelled children, looked up once: ``labels()`` validates and locks on every call.
-        self._served: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._versions: dict[str, str] = {}
         self._http: Any = None
 
     def served(self, method: str, code: str, seconds: float, messages: int = 1) -> None:
         """Counts ``messages`` requests of ``method`` answered ``code``, each observed with
         ``seconds`` (a stream's batch shares its latency)."""
-        children = self._served.get((method, code))
-        if children is None:
-            children = self.requests.labels(method, code), self.latency.labels(method)
-            self._served[method, code] = children
-        count, latency = children
-        count.inc(messages)
-        for _ in range(messages):
-            latency.observe(seconds)
+        self.calls.add(method, code, seconds, messages)
 
     def set_versions(self, versions: dict[str, str]) -> None:
         for kind, old in self._versions.items():
@@ -112,6 +95,71 @@ class Telemetry:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+#: Upper bounds (seconds) of the request latency histogram's buckets (+Inf follows).
+LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class CallCounts:
+    """Requests per method and status code, and a latency histogram per method, kept as plain
+    numbers under one lock and exported at each scrape (:class:`_CallCollector`): a
+    prometheus_client Counter and Histogram take a lock per update (three a call), and a
+    histogram observes one value at a time (a stream's batch of 200 was 200 observations)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the loop and the pool's threads both count
+        self._calls: dict[tuple[str, str], int] = {}
+        #: Per method: how many observations fell in each bucket (not cumulative), +Inf last.
+        self._buckets: dict[str, list[int]] = {}
+        self._sums: dict[str, float] = {}
+
+    def add(self, method: str, code: str, seconds: float, messages: int = 1) -> None:
+        # The first bound >= seconds, as Prometheus buckets are "less than or equal".
+        bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+        with self._lock:
+            self._calls[method, code] = self._calls.get((method, code), 0) + messages
+            counts = self._buckets.get(method)
+            if counts is None:
+                counts = self._buckets[method] = [0] * (len(LATENCY_BUCKETS) + 1)
+                self._sums[method] = 0.0
+            counts[bucket] += messages
+            self._sums[method] += seconds * messages
+
+    def snapshot(
+        self,
+    ) -> tuple[dict[tuple[str, str], int], dict[str, list[int]], dict[str, float]]:
+        with self._lock:
+            return (
+                dict(self._calls),
+                {m: list(c) for m, c in self._buckets.items()},
+                dict(self._sums),
+            )
+
+
+class _CallCollector(Collector):
+    def __init__(self, calls: CallCounts) -> None:
+        self._calls = calls
+
+    def collect(self) -> Iterator[Metric]:
+        calls, buckets, sums = self._calls.snapshot()
+        requests = CounterMetricFamily(
+            "minhos_requests", "RPCs served, by method and status code", labels=["method", "code"]
+        )
+        for (method, code), count in sorted(calls.items()):
+            requests.add_metric([method, code], count)
+        latency = HistogramMetricFamily(
+            "minhos_request_seconds",
+            "Server-side RPC latency (per message for streams)",
+            labels=["method"],
+        )
+        # repr() writes these bounds as Prometheus does (tests/test_telemetry.py).
+        bounds = [repr(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+        for method, counts in sorted(buckets.items()):
+            cumulative = list(itertools.accumulate(counts))
+            latency.add_metric([method], list(zip(bounds, cumulative, strict=True)), sums[method])
+        yield requests
+        yield latency
 
 
 class _WriterCollector(Collector):
