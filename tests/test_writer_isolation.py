@@ -262,3 +262,19 @@ def test_request_counts_are_pulled_as_rows_by_a_flush_and_at_close(
     plane.record_request("Predict", "OK", 0.001, T0)
     writer.close()
     assert RequestRow.select().count() == 4
+
+
+def test_a_failing_request_source_does_not_stop_the_writer(sqlite_db: Path) -> None:
+    writer = BatchWriter(0.05, 100_000)
+
+    def broken() -> list[tuple[Any, ...]]:
+        raise RuntimeError("clock broke")
+
+    writer.pull_requests(broken)
+    writer.put_predictions([prediction("p1")])
+    assert writer.flush(timeout=10)
+    time.sleep(0.2)  # a few of the thread's own pulls
+    writer.put_predictions([prediction("p2")])
+    assert writer.flush(timeout=10)
+    assert PredictionRow.select().count() == 2
+    writer.close()

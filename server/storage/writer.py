@@ -146,7 +146,11 @@ class BatchWriter:
 
     def _pull(self) -> None:
         for source in self._request_sources:
-            rows = source()
+            try:
+                rows = source()
+            except Exception:  # a failing source must not stop the thread that writes the rest
+                log.exception("could not take the request counts")
+                continue
             if rows:
                 self._enqueue(RequestRow, REQUEST_COLUMNS, rows)
 
