@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -29,7 +28,7 @@ from server.serving.validation import (
 from server.storage import queries
 from server.storage.registry import ModelNotFoundError
 from server.storage.schema import database, utcnow
-from server.storage.writer import BatchWriter
+from server.storage.writer import BatchWriter, RequestTally
 
 log = logging.getLogger("minhos.dataplane")
 
@@ -66,9 +65,8 @@ class DataPlane:
         self.clock = clock
         self.symbols = SymbolPolicy(config.server.symbols.split(","))
         self.book = OutcomeBook()
-        self._request_counts: dict[tuple[str, str, dt.datetime | None], list[float]] = {}
-        self._counts_lock = threading.Lock()  # pool threads count calls too
-        writer.pull_requests(self._request_rows)
+        self._requests = RequestTally()
+        writer.pull_requests(lambda: self._requests.take(self.clock))
 
     @property
     def market_now(self) -> dt.datetime | None:
@@ -258,32 +256,10 @@ class DataPlane:
         messages: int = 1,
     ) -> None:
         """``messages``: how many requests the call stands for (a stream's batch is one call).
-        Counted here per method, code and market time; the writer takes the counts as rows
-        (:meth:`_request_rows`) at its next write."""
-        if not self.writer.enabled:
-            return  # nothing would ever take the counts
-        key = (method, code, market_time)
-        total_ms = latency_s * 1e3 * messages
-        with self._counts_lock:
-            counts = self._request_counts.get(key)
-            if counts is None:
-                self._request_counts[key] = [total_ms, messages]
-            else:
-                counts[0] += total_ms
-                counts[1] += messages
-
-    def _request_rows(self) -> list[tuple[object, ...]]:
-        """Rows of the requests counted since the last call (REQUEST_COLUMNS): one per method,
-        code and market time, with their mean latency, stamped now."""
-        with self._counts_lock:
-            counts, self._request_counts = self._request_counts, {}
-        if not counts:
-            return []
-        created = self.clock()
-        return [
-            (method, code, total_ms / n, created, market_time, int(n))
-            for (method, code, market_time), (total_ms, n) in counts.items()
-        ]
+        Counted here per method, code and market time; the writer takes the counts as rows,
+        stamped by :attr:`clock`, at its next write."""
+        if self.writer.enabled:  # else nothing would ever take the counts
+            self._requests.add(method, code, latency_s * 1e3, market_time, messages)
 
     def database_ok(self) -> bool:
         try:

@@ -139,9 +139,9 @@ class BatchWriter:
             self._wake.set()
 
     def pull_requests(self, source: RequestSource) -> None:
-        """Request rows are pulled from ``source`` rather than queued one per call: at a thousand
-        Predicts a second, a row queued per call cost more than the count it carries (the rows
-        are merged per method, code and market time anyway, see :func:`_coalesced`)."""
+        """Request rows are pulled from ``source`` (the data plane's :class:`RequestTally`) rather
+        than queued one per call: at a thousand Predicts a second, a row queued per call cost
+        more than the count it carries."""
         self._request_sources.append(source)
 
     def _pull(self) -> None:
@@ -327,17 +327,59 @@ class BatchWriter:
             self._flushed.notify_all()
 
 
+class RequestTally:
+    """Requests counted per (method, code, market time): how many (a stream's batch counts its
+    messages), their total latency and their latest stamp, taken as one row per key in the order
+    of :data:`REQUEST_COLUMNS` (``latency_ms`` the mean weighted by messages). Only sums of
+    ``messages`` are read (error rates), and at a thousand Predicts a second, a row per call would
+    cost the writer thread more than the predictions' own rows. The one merge rule of request
+    rows: the data plane counts its calls in one, and the writer merges queued rows with one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the loop and the pool's threads both count
+        #: key -> [total latency (ms), messages, latest stamp or None]
+        self._counts: dict[tuple[Any, ...], list[Any]] = {}
+
+    def add(
+        self,
+        method: str,
+        code: str,
+        latency_ms: float,
+        market_time: Any,
+        messages: int | None = 1,
+        created: Any = None,
+    ) -> None:
+        n = messages or 1  # a NULL count (an older row) stands for one request
+        key = (method, code, market_time)
+        with self._lock:
+            counts = self._counts.get(key)
+            if counts is None:
+                self._counts[key] = [latency_ms * n, n, created]
+                return
+            counts[0] += latency_ms * n
+            counts[1] += n
+            if created is not None and (counts[2] is None or created > counts[2]):
+                counts[2] = created
+
+    def take(self, stamp: Callable[[], Any] | None = None) -> list[tuple[Any, ...]]:
+        """The rows counted since the last take; a key counted without a stamp gets ``stamp()``."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+        now = stamp() if stamp is not None and counts else None
+        return [
+            (method, code, total_ms / n, now if created is None else created, market_time, n)
+            for (method, code, market_time), (total_ms, n, created) in counts.items()
+        ]
+
+
 def _coalesced(batch: Sequence[Item]) -> tuple[list[Item], int]:
-    """The batch with its request rows merged per (method, code, market time): one row whose
-    ``messages`` is their sum, ``latency_ms`` their mean weighted by messages and ``created_at``
-    the latest; and how many rows were merged away. Only sums of ``messages`` are read (error
-    rates), and at a thousand Predicts a second, a second row per call would cost the writer thread
-    more than the predictions' own rows."""
+    """The batch with its request rows merged by :class:`RequestTally` (``created_at`` the
+    latest); and how many rows were merged away."""
     method, code, latency, created, market, messages = (
         REQUEST_COLUMNS.index(c)
         for c in ("method", "code", "latency_ms", "created_at", "market_time", "messages")
     )
-    merged: dict[tuple[Any, ...], list[Any]] = {}
+    tally = RequestTally()
     others: list[Item] = []
     count = 0
     for item in batch:
@@ -347,19 +389,13 @@ def _coalesced(batch: Sequence[Item]) -> tuple[list[Item], int]:
             continue
         for row in rows:
             count += 1
-            n = row[messages] or 1
-            key = (row[method], row[code], row[market])
-            into = merged.get(key)
-            if into is None:
-                merged[key] = [*row[:messages], n, *row[messages + 1 :]]
-                continue
-            total = into[messages] + n
-            into[latency] = (into[latency] * into[messages] + row[latency] * n) / total
-            into[created] = max(into[created], row[created])
-            into[messages] = total
+            tally.add(
+                row[method], row[code], row[latency], row[market], row[messages], row[created]
+            )
+    merged = tally.take()
     if not merged:
         return list(batch), 0
-    others.append((RequestRow, REQUEST_COLUMNS, [tuple(row) for row in merged.values()]))
+    others.append((RequestRow, REQUEST_COLUMNS, merged))
     return others, count - len(merged)
 
 
