@@ -1,7 +1,7 @@
 """The retraining worker: ``python -m export.retrain_worker JOB_ID``, one process per job.
 
-Started by the coordinator (server/retraining/coordinator.py) with the server's configuration in the
-environment. It builds the data window (built-in history or a CSV, extended by the bars the server
+Started by a job runner (server/retraining/worker.py) with its configuration in the environment,
+after the runner claimed the job. It builds the data window (built-in history or a CSV, extended by the bars the server
 stored, nothing after the job's market time), retrains the job's kind with the first training's
 walk-forward discipline counted from the end (the last ``holdout_bars`` labelled bars are never
 trained on), publishes the challenger as a candidate, and runs the gate: champion and challenger
@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -452,12 +453,29 @@ def conclude(
     return "deployed"
 
 
+def exit_with_parent(parent: int) -> None:
+    """Ends this process when ``parent`` (its job runner) is gone, however it ended: a job whose
+    runner was killed must not train on, let alone deploy, after its job was failed as lost."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m export.retrain_worker JOB_ID", file=sys.stderr)
+    parent = 0
+    if len(args) == 3 and args[1] == "--parent" and args[2].isdigit():
+        parent = int(args[2])
+    elif len(args) != 1:
+        print("usage: python -m export.retrain_worker JOB_ID [--parent PID]", file=sys.stderr)
         return 2
     job_id = args[0]
+    if parent:
+        exit_with_parent(parent)
     config = load_config()
     # Training yields the CPU to serving: lower priority, and no more threads than configured.
     with contextlib.suppress(OSError):

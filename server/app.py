@@ -28,13 +28,15 @@ from minhos.v1 import (
 )
 from server.core.config import Config, ServerConfig
 from server.core.manifest import KIND_OF_COMPONENT
+from server.core.records import Lease
 from server.monitoring.alerts import AlertCandidate
 from server.monitoring.monitor import Monitor, reference_of
+from server.retraining.worker import JobRunner, process_identity
 from server.serving.dataplane import DataPlane
 from server.serving.models import ModelHolder, ModelSet
-from server.storage import queries
+from server.storage import leases, queries
 from server.storage.registry import ModelRepository
-from server.storage.schema import close_database, open_database, utcnow
+from server.storage.schema import DATABASE_ERRORS, close_database, open_database, utcnow
 from server.storage.writer import BatchWriter
 from server.transport import handlers
 from server.transport.host import AioHost
@@ -144,16 +146,11 @@ class TokenInterceptor(AioInterceptor):
 @dataclass(frozen=True)
 class ProcessSlot:
     """This process's place in a group of serving processes sharing one port
-    (server.processes; server/process_group.py starts them)."""
+    (server.processes; server/process_group.py starts them). Only the port is shared: the group's
+    processes are equals, like replicas."""
 
     index: int = 0
     count: int = 1
-
-    @property
-    def coordinator(self) -> bool:
-        """The first process runs the monitor's evaluation and the retraining coordinator, so
-        a group evaluates and retrains once."""
-        return self.index == 0
 
 
 def _service(module: Any, name: str) -> ServiceDescriptor:
@@ -184,17 +181,20 @@ class MinhosServer:
         self.telemetry.watch_writer(self.writer)
         self.plane = DataPlane(config, self.holder, self.writer, clock)
         self.monitor = Monitor(config.monitoring, reference={}, wall_clock=clock)
+        #: Who this process is in leases and job claims.
+        self.identity = process_identity()
+        self.clock = clock
         self.retraining: Retraining | None = None
+        self.runner: JobRunner | None = None
         if config.retrain.enabled:
             from server.retraining.coordinator import Retraining
 
-            self.retraining = Retraining(
-                config,
-                self.repository,
-                clock=clock,
-                on_alert=self._alert,
-                coordinate=slot.coordinator,
-            )
+            self.retraining = Retraining(config, self.repository, clock=clock, on_alert=self._alert)
+            if config.retrain.local_worker:
+                self.runner = JobRunner(
+                    config, holder=self.identity, clock=clock, on_alert=self._alert
+                )
+        self.lease: Lease | None = None
         self._last_evaluation = 0.0
         self._degraded: dict[str, bool] = {}
         self.health = health.HealthServicer(experimental_non_blocking=True)
@@ -225,6 +225,11 @@ class MinhosServer:
         self.metrics_port = 0
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="minhos-reload", daemon=True)
+        self._runner_thread: threading.Thread | None = None
+        if self.runner is not None:
+            self._runner_thread = threading.Thread(
+                target=self.runner.run, args=(self._stop,), name="minhos-worker", daemon=True
+            )
 
     def add_servicers(self) -> None:
         """Each service from its descriptor, with requests parsed by the servicers' own rule (a
@@ -286,19 +291,37 @@ class MinhosServer:
             self._set_health()
             self.tick()
 
+    def holds_duties(self) -> bool:
+        """Takes or renews the duties lease; True while this process holds it. Every replica
+        asks at every poll, so a holder that dies is replaced once its lease expires."""
+        ttl = dt.timedelta(seconds=self.config.retrain.lease_ttl_s)
+        held = leases.hold(leases.DUTIES, self.identity, ttl, self.clock())
+        if (held is None) != (self.lease is None):
+            if held is not None:
+                log.info("took the duties lease", extra={"generation": held.generation})
+                self._last_evaluation = 0.0  # evaluate at once: the last holder may be long gone
+            else:
+                log.warning("lost the duties lease")
+        self.lease = held
+        return held is not None
+
     def tick(self) -> None:
-        """Periodic work beside reloading, on the poller thread, never on a request: health
-        evaluation and alerts every ``evaluate_interval_s``; retraining schedules, workers and
-        probation at every poll (cheap), with the degradation verdicts of the last evaluation."""
+        """Periodic work beside reloading, on the poller thread, never on a request, and only in
+        the replica holding the duties lease: health evaluation and alerts every
+        ``evaluate_interval_s``; retraining schedules, lost jobs and probation at every poll
+        (cheap), with the degradation verdicts of the last evaluation."""
         try:
+            if not self.holds_duties():
+                return
             now = time.monotonic()
             due = now - self._last_evaluation >= self.config.monitoring.evaluate_interval_s
-            # In a group, the coordinator may have served nothing itself: the stored bars say
-            # how far the market has gone.
-            market_now = self.plane.market_now
-            if market_now is None and self.slot.count > 1:
-                market_now = queries.latest_bar_time()
-            if due and market_now is not None and self.slot.coordinator:
+            # The holder may have served nothing itself, or less than the others: the stored bars
+            # say how far the market has gone.
+            market_now = max(
+                (t for t in (self.plane.market_now, queries.latest_bar_time()) if t is not None),
+                default=None,
+            )
+            if due and market_now is not None:
                 self._last_evaluation = now
                 self.writer.flush(timeout=2.0)
                 report = self.monitor.health()
@@ -326,6 +349,8 @@ class MinhosServer:
                 self.config.server.host, self.config.server.metrics_port
             )
         self._poller.start()
+        if self._runner_thread is not None:
+            self._runner_thread.start()
         log.info(
             "serving",
             extra={
@@ -343,8 +368,14 @@ class MinhosServer:
         self.server.stop(self.config.server.shutdown_grace_s if grace is None else grace)
         if self._poller.is_alive():
             self._poller.join(timeout=POLLER_JOIN_S)
-        if self.retraining is not None:
-            self.retraining.close()
+        if self._runner_thread is not None and self._runner_thread.is_alive():
+            self._runner_thread.join(timeout=POLLER_JOIN_S)  # it kills its job on the way out
+        if self.lease is not None:
+            # Another replica takes the duties at its next poll instead of after the expiry.
+            try:
+                leases.release(leases.DUTIES, self.identity)
+            except DATABASE_ERRORS:
+                log.warning("could not release the duties lease; it expires by itself")
         self.writer.close(WRITER_CLOSE_S)
         self.telemetry.close()
         close_database()

@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--config", help="TOML config file (default: $MINHOS_CONFIG, then built-in defaults)"
     )
     parser.add_argument("--log-level", default="INFO")
-    # Set by server/process_group.py for its children: "INDEX/COUNT".
+    # Set by server/process_group.py for its children: "INDEX/COUNT" (the port is shared).
     parser.add_argument("--slot", default="0/1", help=argparse.SUPPRESS)
     # The group's pid, passed by it: a child that read its parent's pid only once it had started
     # would read its new parent's if the group died during its start-up, and never leave.

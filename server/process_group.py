@@ -3,8 +3,8 @@ sessions and writer, the kernel spreading connections over them (SO_REUSEPORT). 
 them, restarts one that dies, forwards SIGTERM for a drain, and serves one /metrics view: every
 child's samples, labelled with its ``process`` index.
 
-The first child runs the monitor's evaluation and the retraining coordinator; the others answer
-every RPC (a trigger is queued in the database, a rollback is guarded there).
+The children are equals, as replicas on several machines are: the duties lease in the database
+decides which one evaluates health and runs the retraining duties (server/storage/leases.py).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from server.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.core.records import Job
 from server.monitoring.alerts import AlertCandidate
 from server.retraining.coordinator import Retraining
+from server.retraining.worker import JobRunner
 from server.serving.models import load_model_set
 from server.storage import jobs
 from server.storage.registry import ModelRepository
@@ -63,29 +64,53 @@ def tiny_config(trained: Trained, **retrain: Any) -> Config:
     return dataclasses.replace(config, retrain=dataclasses.replace(config.retrain, **settings))
 
 
-@pytest.fixture
-def coordinator(trained: Trained) -> Iterator[Callable[..., Retraining]]:
-    made: list[Retraining] = []
+@dataclasses.dataclass
+class Rig:
+    """A replica's retraining duties and a job runner on one database, stepped by the test."""
 
-    def make(config: Config, **kwargs: Any) -> Retraining:
+    retraining: Retraining
+    runner: JobRunner
+
+    def tick(self, market_now: dt.datetime | None, degraded: dict[str, bool] | None = None) -> None:
+        self.retraining.tick(market_now, degraded)
+        self.runner.step()
+
+
+@pytest.fixture
+def coordinator(trained: Trained) -> Iterator[Callable[..., Rig]]:
+    made: list[Rig] = []
+
+    def make(
+        config: Config,
+        *,
+        job_argv: Callable[[str], list[str]] | None = None,
+        on_alert: Callable[[AlertCandidate], None] | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> Rig:
         open_database(config.storage.database_url)
-        made.append(Retraining(config, ModelRepository(config.storage.model_repository), **kwargs))
+        repository = ModelRepository(config.storage.model_repository)
+        made.append(
+            Rig(
+                Retraining(config, repository, clock=clock, on_alert=on_alert),
+                JobRunner(config, job_argv=job_argv, clock=clock, on_alert=on_alert),
+            )
+        )
         return made[-1]
 
     yield make
-    for retraining in made:
-        retraining.close()
+    for rig in made:
+        rig.runner.close()
 
 
-def run_to_end(retraining: Retraining, job_id: str, timeout: float = 60.0) -> Job:
+def run_to_end(rig: Rig, job_id: str, timeout: float = 60.0) -> Job:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        retraining.tick(MARKET_TIME)
-        row = retraining.job(job_id)
-        if row.state in FINAL and retraining.running_job is None:
+        rig.tick(MARKET_TIME)
+        row = rig.retraining.job(job_id)
+        if row.state in FINAL and rig.runner.running_job is None:
             return row
         time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish: {retraining.job(job_id).log}")
+    raise AssertionError(f"job {job_id} did not finish: {rig.retraining.job(job_id).log}")
 
 
 def copy_version(repository: ModelRepository, kind: str, version: str, deploy: bool) -> str:
@@ -102,9 +127,10 @@ def copy_version(repository: ModelRepository, kind: str, version: str, deploy: b
 
 
 def test_triggers_merge_into_the_active_job(
-    trained: Trained, coordinator: Callable[..., Retraining]
+    trained: Trained, coordinator: Callable[..., Rig]
 ) -> None:
-    retraining = coordinator(tiny_config(trained))
+    rig = coordinator(tiny_config(trained))
+    retraining = rig.retraining
     first, merged = retraining.trigger("lstm", "manual", "first", MARKET_TIME)
     assert not merged and first.state == "queued" and first.market_time == MARKET_TIME
     again, merged = retraining.trigger("lstm", "degradation", "second")
@@ -125,17 +151,16 @@ def test_triggers_merge_into_the_active_job(
     assert not retraining.trigger("lstm")[1]
 
 
-def test_schedules_run_on_market_time(
-    trained: Trained, coordinator: Callable[..., Retraining]
-) -> None:
+def test_schedules_run_on_market_time(trained: Trained, coordinator: Callable[..., Rig]) -> None:
     config = tiny_config(trained, lstm_every_days=7.0, ensemble_every_days=3.0)
     # A worker that cannot start fails its job at once: this test is about queueing only.
-    retraining = coordinator(config, worker_argv=lambda job_id: ["/nonexistent/minhos-worker"])
+    rig = coordinator(config, job_argv=lambda job_id: ["/nonexistent/minhos-worker"])
+    retraining = rig.retraining
     t0 = dt.datetime(2007, 3, 1)
     queued: dict[int, list[str]] = {}
     for day in (0, 2, 3, 5, 6, 7, 8):
         before = {j.id for j in retraining.jobs()}
-        retraining.tick(t0 + dt.timedelta(days=day))
+        rig.tick(t0 + dt.timedelta(days=day))
         queued[day] = sorted(j.kind for j in retraining.jobs() if j.id not in before)
     assert queued == {
         0: [],
@@ -148,26 +173,27 @@ def test_schedules_run_on_market_time(
     }
     rows = retraining.jobs()
     assert all(j.trigger == "schedule" and j.state == "failed" for j in rows)
-    assert all("cannot start the worker" in j.failure_reason for j in rows)
+    assert all("cannot start the job" in j.failure_reason for j in rows)
     assert {j.market_time for j in rows if j.kind == "ensemble"} == {
         t0 + dt.timedelta(days=3),
         t0 + dt.timedelta(days=6),
     }
     # A degraded kind queues a job, then not again within the cooldown.
-    retraining.tick(t0 + dt.timedelta(days=9), {"kelly": True, "fusion": True})
-    retraining.tick(t0 + dt.timedelta(days=10), {"kelly": True})
+    rig.tick(t0 + dt.timedelta(days=9), {"kelly": True, "fusion": True})
+    rig.tick(t0 + dt.timedelta(days=10), {"kelly": True})
     degradation = [j for j in retraining.jobs() if j.trigger == "degradation"]
     assert [j.kind for j in degradation] == ["kelly"]
 
 
 def test_rejected_challenger_keeps_the_champion(
-    trained: Trained, coordinator: Callable[..., Retraining]
+    trained: Trained, coordinator: Callable[..., Rig]
 ) -> None:
     config = tiny_config(trained, min_log_loss_improvement=10.0)
-    retraining = coordinator(config)
+    rig = coordinator(config)
+    retraining = rig.retraining
     champion = retraining.repository.deployed()
     job, _ = retraining.trigger("ensemble", "manual", market_time=MARKET_TIME)
-    row = run_to_end(retraining, job.id)
+    row = run_to_end(rig, job.id)
     assert row.state == "rejected", row.failure_reason + "\n".join(row.log)
     assert "does not beat the champion on log-loss" in row.failure_reason
     assert row.champion_version == champion["ensemble"] and row.challenger_version
@@ -196,10 +222,11 @@ def _holdout(sp500: MarketData, kind: str, bars: int = 100) -> retrain_worker.Ho
 
 
 def test_corrupt_or_non_parity_challenger_is_refused(
-    trained: Trained, sp500: MarketData, coordinator: Callable[..., Retraining]
+    trained: Trained, sp500: MarketData, coordinator: Callable[..., Rig]
 ) -> None:
     config = tiny_config(trained, min_log_loss_improvement=-1.0, min_brier_improvement=-1.0)
-    retraining = coordinator(config)
+    rig = coordinator(config)
+    retraining = rig.retraining
     repository = retraining.repository
     champion = repository.deployed()["ensemble"]
     holdout = _holdout(sp500, "ensemble")
@@ -241,23 +268,24 @@ def test_corrupt_or_non_parity_challenger_is_refused(
 
 
 def test_crashed_and_hung_jobs_fail_and_serving_is_unaffected(
-    trained: Trained, coordinator: Callable[..., Retraining]
+    trained: Trained, coordinator: Callable[..., Rig]
 ) -> None:
     crash = [sys.executable, "-c", "import sys; sys.stderr.write('boom\\n'); sys.exit(3)"]
     config = tiny_config(trained, job_timeout_s=0.5)
     alerts: list[AlertCandidate] = []
-    retraining = coordinator(config, worker_argv=lambda job_id: crash, on_alert=alerts.append)
+    rig = coordinator(config, job_argv=lambda job_id: crash, on_alert=alerts.append)
+    retraining = rig.retraining
     before = retraining.repository.deployed()
     job, _ = retraining.trigger("lstm", market_time=MARKET_TIME)
-    row = run_to_end(retraining, job.id, timeout=10)
+    row = run_to_end(rig, job.id, timeout=10)
     assert row.state == "failed" and row.failure_reason == "worker exited with code 3: boom"
     assert alerts[-1].kind == "retrain" and alerts[-1].severity == "error"
-    retraining.worker_argv = lambda job_id: [sys.executable, "-c", "import time; time.sleep(60)"]
+    rig.runner.job_argv = lambda job_id: [sys.executable, "-c", "import time; time.sleep(60)"]
     job, _ = retraining.trigger("lstm", market_time=MARKET_TIME)
-    retraining.tick(MARKET_TIME)
-    assert retraining.job(job.id).state == "running" and retraining.running_job == job.id
+    rig.tick(MARKET_TIME)
+    assert retraining.job(job.id).state == "running" and rig.runner.running_job == job.id
     began = time.monotonic()
-    row = run_to_end(retraining, job.id, timeout=10)
+    row = run_to_end(rig, job.id, timeout=10)
     assert time.monotonic() - began < 5
     assert row.state == "failed" and row.failure_reason.startswith("timed out after 0.5 s")
     assert retraining.repository.deployed() == before
@@ -266,33 +294,35 @@ def test_crashed_and_hung_jobs_fail_and_serving_is_unaffected(
 
 
 def test_a_worker_killed_mid_job_fails_it_and_the_next_job_runs(
-    trained: Trained, coordinator: Callable[..., Retraining]
+    trained: Trained, coordinator: Callable[..., Rig]
 ) -> None:
     config = tiny_config(trained, min_log_loss_improvement=10.0)  # the next job: quick, rejected
-    retraining = coordinator(config)
+    rig = coordinator(config)
+    retraining = rig.retraining
     before = retraining.repository.deployed()
     killed, _ = retraining.trigger("lstm", market_time=MARKET_TIME)
     queued, _ = retraining.trigger("ensemble", market_time=MARKET_TIME)
-    retraining.tick(MARKET_TIME)
-    worker = retraining._worker
+    rig.tick(MARKET_TIME)
+    worker = rig.runner._current
     assert worker is not None and worker.job_id == killed.id
     deadline = time.monotonic() + 30
     while not retraining.job(killed.id).log:  # mid-job: the worker has reported progress
         assert worker.process.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     worker.process.send_signal(signal.SIGKILL)
-    row = run_to_end(retraining, killed.id, timeout=10)
+    row = run_to_end(rig, killed.id, timeout=10)
     assert row.state == "failed" and row.failure_reason.startswith("worker exited with code -9")
     assert retraining.repository.deployed() == before
     assert load_model_set(retraining.repository, before, config).versions == before
-    assert run_to_end(retraining, queued.id).state == "rejected"
+    assert run_to_end(rig, queued.id).state == "rejected"
 
 
 def test_rollback_restores_the_backup_and_is_recorded(
-    trained: Trained, coordinator: Callable[..., Retraining]
+    trained: Trained, coordinator: Callable[..., Rig]
 ) -> None:
     alerts: list[AlertCandidate] = []
-    retraining = coordinator(tiny_config(trained), on_alert=alerts.append)
+    rig = coordinator(tiny_config(trained), on_alert=alerts.append)
+    retraining = rig.retraining
     repository = retraining.repository
     original = repository.deployed()["ensemble"]
     with pytest.raises(FailedPrecondition):
@@ -347,10 +377,11 @@ def _resolved(version: dict[str, str], hits: list[bool], start: dt.datetime) -> 
 
 
 def test_probation_rolls_back_a_degrading_deployment(
-    trained: Trained, coordinator: Callable[..., Retraining]
+    trained: Trained, coordinator: Callable[..., Rig]
 ) -> None:
     alerts: list[AlertCandidate] = []
-    retraining = coordinator(tiny_config(trained, probation_outcomes=40), on_alert=alerts.append)
+    rig = coordinator(tiny_config(trained, probation_outcomes=40), on_alert=alerts.append)
+    retraining = rig.retraining
     repository = retraining.repository
     original = repository.deployed()
     passes, _ = retraining.trigger("lstm", market_time=MARKET_TIME)
@@ -361,7 +392,7 @@ def test_probation_rolls_back_a_degrading_deployment(
     repository.deploy("lstm", good)
     # 40 outcomes, 21 right: in line with the champion's validation accuracy -> probation passed.
     _resolved(repository.deployed(), [i % 2 == 0 for i in range(41)], MARKET_TIME)
-    retraining.tick(MARKET_TIME)
+    rig.tick(MARKET_TIME)
     assert repository.deployed()["lstm"] == good
     assert "probation passed" in "\n".join(retraining.job(passes.id).log)
     # The next deployment gets every direction wrong: rolled back before 40 outcomes.
@@ -372,10 +403,10 @@ def test_probation_rolls_back_a_degrading_deployment(
     jobs.transition(fails.id, "deployed", utcnow())
     repository.deploy("lstm", bad)
     _resolved(repository.deployed(), [False] * 10, MARKET_TIME + dt.timedelta(days=60))
-    retraining.tick(MARKET_TIME)
+    rig.tick(MARKET_TIME)
     assert repository.deployed()["lstm"] == bad  # 10 misses are not yet evidence
     _resolved(repository.deployed(), [False] * 30, MARKET_TIME + dt.timedelta(days=70))
-    retraining.tick(MARKET_TIME)
+    rig.tick(MARKET_TIME)
     row = retraining.job(fails.id)
     assert row.state == "rolled_back" and row.failure_reason.startswith("probation failed")
     assert repository.deployed()["lstm"] == good
@@ -383,12 +414,10 @@ def test_probation_rolls_back_a_degrading_deployment(
     assert alerts[-1].kind == "rollback"
 
 
-def test_expired_backups_are_pruned(
-    trained: Trained, coordinator: Callable[..., Retraining]
-) -> None:
+def test_expired_backups_are_pruned(trained: Trained, coordinator: Callable[..., Rig]) -> None:
     config = tiny_config(trained)
     now = coordinator(config)
-    repository = now.repository
+    repository = now.retraining.repository
     original = repository.deployed()["kelly"]
     copy_version(repository, "kelly", original, deploy=True)
     now.tick(None)
@@ -398,7 +427,7 @@ def test_expired_backups_are_pruned(
     assert ModelVersionRow.get(ModelVersionRow.version == original).stage == "retired"
     assert not repository.directory("kelly", original).exists()
     with pytest.raises(FailedPrecondition):
-        later.rollback("kelly", original)
+        later.retraining.rollback("kelly", original)
 
 
 def test_retrain_deploys_and_hot_swaps_under_load_with_no_failed_request(

@@ -49,8 +49,8 @@ class ServerConfig:
     #: Grace period for in-flight RPCs on SIGTERM (seconds).
     shutdown_grace_s: float = 5.0
     #: Serving processes sharing the port (SO_REUSEPORT), each with its own interpreter and ONNX
-    #: sessions: a number, or "auto" for one per core. The first also runs the monitor's
-    #: evaluation and the retraining coordinator; /metrics merges them all.
+    #: sessions: a number, or "auto" for one per core. They are equals, like replicas: the duties
+    #: lease decides which one evaluates health and retrains; /metrics merges them all.
     processes: str = "1"
 
     def process_count(self) -> int:
@@ -159,9 +159,27 @@ class MonitoringConfig:
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    #: Run the retraining coordinator (schedules, triggers, worker) in this server. With several
-    #: replicas on one PostgreSQL database, turn it on in exactly one of them.
+    #: Retraining in this deployment: every replica answers triggers and rollbacks, and the one
+    #: holding the duties lease runs schedules, degradation triggers and probation. The same value
+    #: on every replica; no setting makes one replica special.
     enabled: bool = True
+    #: Each server runs a job worker of its own (jobs as its child processes). Off when standalone
+    #: ``minhos-worker`` processes run the jobs, e.g. on a machine with the training extras.
+    local_worker: bool = True
+    #: How often an idle worker looks for a queued job (seconds).
+    worker_poll_s: float = 1.0
+    #: Jobs running at once across every worker. A Kelly component is fitted on the deployed
+    #: pair's outputs, so by default no job trains while another may replace that pair.
+    max_running_jobs: int = 1
+    #: A running job's worker writes a heartbeat this often (seconds) ...
+    heartbeat_interval_s: float = 2.0
+    #: ... and a job whose heartbeat is older than this is failed as lost, its worker dead or cut
+    #: off (not retried: the next schedule or trigger queues a new job).
+    heartbeat_timeout_s: float = 15.0
+    #: The duties lease (health evaluation and alerts, schedules, probation, pruning): held this
+    #: long unless renewed, and renewed at every poll (``server.reload_interval_s``), so a dead
+    #: holder is replaced within this plus one poll (seconds).
+    lease_ttl_s: float = 5.0
     #: Schedules per model kind, in days of market time; 0 turns a schedule off.
     lstm_every_days: float = 7.0
     ensemble_every_days: float = 3.0
@@ -313,6 +331,16 @@ def _validate(config: Config) -> None:
         ),
         (config.storage.batch_interval_s > 0, "[storage].batch_interval_s must be > 0"),
         (config.storage.batch_max_rows >= 1, "[storage].batch_max_rows must be >= 1"),
+        (
+            config.retrain.lease_ttl_s > config.server.reload_interval_s,
+            "[retrain].lease_ttl_s must exceed [server].reload_interval_s (its renewal interval)",
+        ),
+        (
+            0 < config.retrain.heartbeat_interval_s < config.retrain.heartbeat_timeout_s,
+            "[retrain].heartbeat_interval_s must be > 0 and below heartbeat_timeout_s",
+        ),
+        (config.retrain.max_running_jobs >= 1, "[retrain].max_running_jobs must be >= 1"),
+        (config.retrain.worker_poll_s > 0, "[retrain].worker_poll_s must be > 0"),
         (0 < config.kelly.fraction <= 1, "[kelly].fraction must be in (0, 1]"),
         (0 < config.kelly.cap <= 1, "[kelly].cap must be in (0, 1]"),
         (config.kelly.default_payoff_ratio > 0, "[kelly].default_payoff_ratio must be > 0"),

@@ -9,6 +9,8 @@ TRIGGERS = ("schedule", "degradation", "manual")
 #: A job in one of these states absorbs new triggers of its kind.
 ACTIVE_STATES = ("queued", "running", "validating")
 FINAL_STATES = ("deployed", "rejected", "failed", "rolled_back")
+#: A worker holds the job in these states (and sends heartbeats).
+RUNNING_STATES = ("running", "validating")
 #: Allowed predecessors of each state.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     "running": ("queued", "running"),

@@ -144,6 +144,11 @@ class Job:
     log: list[str] = field(default_factory=list)
     #: Market time the job was queued at (None: live, wall time).
     market_time: dt.datetime | None = None
+    #: The worker that claimed it, and its last heartbeat ("" / None before a claim).
+    holder: str = ""
+    heartbeat_at: dt.datetime | None = None
+    #: The probation verdict on the version it deployed: "", "passed" or "failed".
+    probation: str = ""
 
     @staticmethod
     def parse_gate_metrics(text: str) -> list[GateMetric]:
@@ -156,3 +161,15 @@ class Job:
             for g in raw
             if isinstance(g, dict)
         ]
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A duty held by one process until ``expires_at`` (server/storage/leases.py)."""
+
+    name: str
+    holder: str
+    expires_at: dt.datetime
+    acquired_at: dt.datetime
+    #: Rises by one at each change of holder.
+    generation: int

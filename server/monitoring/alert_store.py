@@ -1,5 +1,6 @@
-"""Raised alerts: the cooldown decision, storage and routing to sinks, listing and
-acknowledgement. The cooldown rule itself is pure (alerts.in_cooldown)."""
+"""Raised alerts: the cooldown decision (made in the database, so replicas agree), storage and
+routing to sinks, listing and acknowledgement. The cooldown rule itself is pure
+(alerts.in_cooldown)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from server.core.records import Alert, Severity
 from server.monitoring.alerts import AlertCandidate, Sink, in_cooldown, route
 from server.storage import alerts as alert_rows
 from server.storage import queries
+from server.storage.schema import write_transaction
 
 
 class AlertNotFoundError(KeyError):
@@ -40,13 +42,23 @@ class AlertStore:
         return wall
 
     def record(self, c: AlertCandidate, now: datetime) -> Alert | None:
-        """Stores and routes one alert unless its kind is cooling down."""
-        if self.cooling_down(c, now):
-            return None
-        alert = alert_rows.insert(
-            c.kind, c.severity, c.component, c.message, c.value, c.threshold, self.wall_clock(), now
-        )
-        route(alert, self.sinks)
+        """Stores and routes one alert unless its kind is cooling down. The check and the insert
+        are one transaction under the alert's lock, so two replicas (or a server and a worker)
+        raising the same alert at the same instant store it once."""
+        with write_transaction(f"alert:{c.kind}:{c.component}"):
+            if self.cooling_down(c, now):
+                return None
+            alert = alert_rows.insert(
+                c.kind,
+                c.severity,
+                c.component,
+                c.message,
+                c.value,
+                c.threshold,
+                self.wall_clock(),
+                now,
+            )
+        route(alert, self.sinks)  # after the commit: a slow webhook must not hold the lock
         return alert
 
     def list(

@@ -1,36 +1,32 @@
-"""The retraining coordinator, living in the server process: triggers (manual, schedule,
-degradation), one worker process at a time, crash and timeout handling, probation of newly deployed
-versions, rollback, and pruning of expired backups.
+"""Retraining duties of a serving replica: answering triggers and rollbacks (any replica), and,
+in the one replica holding the duties lease (server/storage/leases.py), the periodic decisions:
+schedules, degradation triggers, failing jobs whose worker was lost, probation of newly deployed
+versions and pruning of expired backups.
 
-Training itself never runs here: each job is a ``python -m export.retrain_worker JOB_ID`` child
-process (torch and scikit-learn stay out of the serving process), which writes its progress to the
-job row and deploys through the registry; the server's poller swaps the sessions by itself.
+Training never runs here: jobs are claimed and run by job runners (server/retraining/worker.py),
+in ``minhos-worker`` processes or on a thread of each server, which deploy through the registry;
+every replica's poller swaps the sessions by itself. Every decision that two replicas could make at
+once (a trigger, a rollback, a probation verdict) is made once, in the database.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import IO
 
 from server.core import scoring
-from server.core.config import Config, as_env
+from server.core.config import Config
 from server.core.errors import FailedPrecondition, NotFound
-from server.core.jobs import ACTIVE_STATES
 from server.core.manifest import COMPONENT_OF_KIND, KINDS, REFERENCE_METRIC, check_kind
-from server.core.records import Job, ModelVersion, Severity
+from server.core.records import Job, ModelVersion
 from server.monitoring.alerts import AlertCandidate
 from server.monitoring.degradation import CusumParams
 from server.retraining.rules import (
     degradation_due,
+    job_alert,
     probation_verdict,
     schedule_due,
 )
@@ -48,59 +44,27 @@ def _job(job_id: str) -> Job:
     return found
 
 
-def default_worker_argv(job_id: str) -> list[str]:
-    return [sys.executable, "-m", "export.retrain_worker", job_id]
-
-
-@dataclass
-class _Worker:
-    job_id: str
-    process: subprocess.Popen[bytes]
-    started: float  # monotonic
-    stderr: IO[bytes]
-
-    def stderr_tail(self, lines: int = 3) -> str:
-        try:
-            self.stderr.seek(0)
-            text = self.stderr.read().decode(errors="replace")
-        except (OSError, ValueError):
-            return ""
-        finally:
-            self.stderr.close()
-        return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
-
-
 class Retraining:
-    """Coordinates retraining jobs for one server (the database must be open)."""
+    """Retraining for one replica (the database must be open): triggers and rollbacks from RPCs,
+    and :meth:`tick`'s duties while the replica holds the lease."""
 
     def __init__(
         self,
         config: Config,
         repository: ModelRepository,
         *,
-        worker_argv: Callable[[str], list[str]] | None = None,
         clock: Callable[[], datetime] = utcnow,
         on_alert: Callable[[AlertCandidate], None] | None = None,
-        coordinate: bool = True,
     ) -> None:
-        """``coordinate`` False: this process answers triggers (queued in the database) and
-        rollbacks (guarded there too) but runs no workers, schedules or probation: another serving
-        process of the same group coordinates."""
-        self.coordinate = coordinate
         self.config = config
         self.repository = repository
-        self.worker_argv = worker_argv or default_worker_argv
         self.clock = clock
         self.on_alert = on_alert
         self._lock = threading.RLock()
-        self._worker: _Worker | None = None
         #: Where each (kind, market clock?) schedule counts from when the kind has no job yet.
         self._anchors: dict[tuple[str, bool], datetime] = {}
-        self._probation_done: set[str] = set()
         self._last_prune: float | None = None
         self._market_now: datetime | None = None
-        if coordinate:
-            self._fail_orphans()
 
     # -- RPC-facing ------------------------------------------------------------------------------
 
@@ -134,18 +98,15 @@ class Retraining:
         return self._rollback(kind, to_version, reason or "manual rollback", "manual", "backup")
 
     def tick(self, market_now: datetime | None, degraded: Mapping[str, bool] | None = None) -> None:
-        """Periodic work (the server's poller): reap/kill the worker, queue scheduled and
-        degradation jobs, start the next job, judge probations, prune backups."""
-        if not self.coordinate:
-            return
+        """The lease holder's periodic duties (the server's poller): fail jobs whose worker was
+        lost, queue scheduled and degradation jobs, judge probations, prune backups."""
         with self._lock:
             if market_now is not None:
                 self._market_now = market_now
             steps: list[tuple[str, Callable[[], None]]] = [
-                ("reap", self._reap),
+                ("lost jobs", self._fail_lost),
                 ("schedule", lambda: self._schedule(market_now)),
                 ("degradation", lambda: self._degradation(market_now, degraded or {})),
-                ("start", self._start_next),
                 ("probation", self._probation),
                 ("prune", self._prune),
             ]
@@ -155,120 +116,11 @@ class Retraining:
                 except Exception:  # one failing step must not stop the others
                     log.exception("retraining %s step failed", name)
 
-    def close(self) -> None:
-        """Kills a running worker and marks its job failed."""
-        with self._lock:
-            worker, self._worker = self._worker, None
-            if worker is None:
-                return
-            if worker.process.poll() is None:
-                worker.process.kill()
-                worker.process.wait()
-                # An operator stopping the server is not a failure of the job's code: info.
-                self._fail(worker, "server shutting down", severity="info")
-            else:
-                self._finish(worker)
-
-    @property
-    def running_job(self) -> str | None:
-        worker = self._worker
-        return worker.job_id if worker is not None else None
-
-    # -- workers ---------------------------------------------------------------------------------
-
-    def _fail_orphans(self) -> None:
-        """Jobs left running by a previous server process have no worker any more."""
-        for row in queries.jobs_in_states(("running", "validating")):
-            jobs.transition(row.id, "failed", self.clock(), reason="server restarted while it ran")
-
-    def _start_next(self) -> None:
-        if self._worker is not None:
-            return
-        job = queries.next_queued_job()
-        if job is None:
-            return
-        now = self.clock()
-        champion = self.repository.deployed().get(job.kind, "")
-        if not jobs.transition(
-            job.id,
-            "running",
-            now,
-            message="starting worker",
-            fields={"champion_version": champion},
-        ):
-            return
-        env = {**os.environ, **as_env(self.config)}
-        threads = str(max(self.config.retrain.worker_threads, 1))
-        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1")
-        stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the worker is reaped
-        try:
-            process = subprocess.Popen(
-                self.worker_argv(job.id),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        except OSError as exc:
-            stderr.close()
-            jobs.transition(job.id, "failed", now, reason=f"cannot start the worker: {exc}")
-            self._alert_final(_job(job.id))
-            return
-        self._worker = _Worker(job.id, process, time.monotonic(), stderr)
-        log.info("retrain worker started", extra={"job": job.id, "pid": process.pid})
-
-    def _reap(self) -> None:
-        worker = self._worker
-        if worker is None:
-            return
-        if worker.process.poll() is None:
-            timeout = self.config.retrain.job_timeout_s
-            if time.monotonic() - worker.started > timeout:
-                worker.process.kill()
-                worker.process.wait()
-                self._worker = None
-                self._fail(worker, f"timed out after {timeout:g} s; worker killed")
-            return
-        self._worker = None
-        self._finish(worker)
-
-    def _finish(self, worker: _Worker) -> None:
-        code = worker.process.returncode
-        tail = worker.stderr_tail()
-        row = _job(worker.job_id)
-        if row.state in ACTIVE_STATES:
-            reason = (
-                f"worker exited with code {code}"
-                if code
-                else "worker exited without finishing the job"
-            )
-            jobs.transition(
-                row.id, "failed", self.clock(), reason=reason + (f": {tail}" if tail else "")
-            )
-            row = _job(worker.job_id)
-        self._alert_final(row)
-
-    def _fail(self, worker: _Worker, reason: str, severity: Severity | None = None) -> None:
-        worker.stderr_tail()
-        jobs.transition(worker.job_id, "failed", self.clock(), reason=reason)
-        self._alert_final(_job(worker.job_id), severity)
-
-    def _alert_final(self, row: Job, severity: Severity | None = None) -> None:
-        # A rejected challenger is the gate working (the champion serves on): info. A job that
-        # crashed or hung is an error someone should read.
-        if severity is None:
-            severity = "info" if row.state in ("deployed", "rejected") else "error"
-        detail = row.failure_reason or row.challenger_version
-        self._alert(
-            AlertCandidate(
-                kind="retrain",
-                severity=severity,
-                component=COMPONENT_OF_KIND.get(row.kind, row.kind),
-                message=f"{row.kind} retrain job {row.id[:8]} {row.state}: {detail}"[:500],
-                value=0.0,
-                threshold=0.0,
-            )
-        )
+    def _fail_lost(self) -> None:
+        timeout = timedelta(seconds=self.config.retrain.heartbeat_timeout_s)
+        for row in jobs.fail_lost(self.clock(), timeout):
+            log.error("job lost its worker", extra={"job": row.id, "reason": row.failure_reason})
+            self._alert(job_alert(row))
 
     def _alert(self, candidate: AlertCandidate) -> None:
         if self.on_alert is None:
@@ -343,7 +195,7 @@ class Retraining:
         deployed = self.repository.deployed()
         for kind, version in deployed.items():
             job = queries.job_that_deployed(kind, version)
-            if job is None or job.id in self._probation_done:
+            if job is None or job.probation:
                 continue
             reference = self._reference(kind, job.champion_version or version)
             mon = self.config.monitoring
@@ -355,10 +207,10 @@ class Retraining:
                 CusumParams.for_model(reference, mon.cusum_drop, mon.cusum_arl0),
             )
             if verdict.state == "passed":
-                self._probation_done.add(job.id)
-                jobs.append_log(job.id, f"probation passed: {verdict.reason}", self.clock())
-            elif verdict.state == "failed":
-                self._probation_done.add(job.id)
+                jobs.decide_probation(job.id, "passed", self.clock(), verdict.reason)
+            elif verdict.state == "failed" and jobs.decide_probation(
+                job.id, "failed", self.clock(), verdict.reason
+            ):
                 try:
                     self._rollback(
                         kind, "", f"probation failed: {verdict.reason}", "degradation", "rejected"
@@ -402,7 +254,8 @@ class Retraining:
                 raise FailedPrecondition(
                     f"{target.version} cannot be loaded: {exc}", field="to_version"
                 ) from None
-            with write_transaction():
+            # The kind's deploy lock: a rollback through two replicas at once happens once.
+            with write_transaction(f"deploy:{kind}"):
                 if queries.deployed_versions().get(kind) != current.version:
                     raise FailedPrecondition(
                         f"the deployed {kind} version changed during the rollback; try again",

@@ -1,5 +1,5 @@
 """Retraining decisions as pure functions: is a schedule due, does a degradation trigger a job, does a new version
-pass its probation (the gate and job merging are core rules: server.core.scoring, server.core.jobs). Times are passed in (market time in a replay, wall time live). Numpy only."""
+pass its probation, what a finished job alerts (the gate and job merging are core rules: server.core.scoring, server.core.jobs). Times are passed in (market time in a replay, wall time live). Numpy only."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from server.core.manifest import COMPONENT_OF_KIND
+from server.core.records import Job, Severity
+from server.monitoring.alerts import AlertCandidate
 from server.monitoring.degradation import CusumParams, first_alarms
 
 
@@ -80,4 +83,20 @@ def probation_verdict(
         )
     return ProbationVerdict(
         "passed", f"accuracy {accuracy:.3f} over {n} outcomes (z {z:.2f})", n, accuracy
+    )
+
+
+def job_alert(row: Job, severity: Severity | None = None) -> AlertCandidate:
+    """The alert a finished job raises. A rejected challenger is the gate working (the champion
+    serves on): info. A job that crashed, hung or lost its worker is an error someone should read."""
+    if severity is None:
+        severity = "info" if row.state in ("deployed", "rejected") else "error"
+    detail = row.failure_reason or row.challenger_version
+    return AlertCandidate(
+        kind="retrain",
+        severity=severity,
+        component=COMPONENT_OF_KIND.get(row.kind, row.kind),
+        message=f"{row.kind} retrain job {row.id[:8]} {row.state}: {detail}"[:500],
+        value=0.0,
+        threshold=0.0,
     )

@@ -22,6 +22,7 @@ from server.core.records import (
     SEVERITY_RANK,
     Alert,
     Job,
+    Lease,
     ModelVersion,
     Outcome,
     Prediction,
@@ -32,6 +33,7 @@ from server.storage.schema import (
     AlertRow,
     BarRow,
     JobRow,
+    LeaseRow,
     ModelVersionRow,
     OutcomeRow,
     PredictionRow,
@@ -493,6 +495,9 @@ def job_of(row: JobRow) -> Job:
         failure_reason=row.failure_reason,
         log=[line for line in (row.log or "").splitlines() if line],
         market_time=row.market_time,
+        holder=row.holder or "",
+        heartbeat_at=row.heartbeat_at,
+        probation=row.probation or "",
     )
 
 
@@ -514,11 +519,6 @@ def jobs(kind: str | None = None, state: str | None = None, limit: int = 100) ->
 
 def jobs_in_states(states: Sequence[str]) -> list[Job]:
     return [job_of(r) for r in JobRow.select().where(JobRow.state.in_(list(states)))]
-
-
-def next_queued_job() -> Job | None:
-    row = JobRow.select().where(JobRow.state == "queued").order_by(JobRow.queued_at).first()
-    return job_of(row) if row is not None else None
 
 
 def latest_job(kind: str, trigger: str | None = None, market: bool = False) -> Job | None:
@@ -565,3 +565,14 @@ def stored_bars(
         [[r.open, r.high, r.low, r.close, r.volume] for r in rows], dtype=np.float64
     ).reshape(-1, 5)
     return times, ohlcv
+
+
+# -- leases ---------------------------------------------------------------------------------------
+
+
+def lease(name: str) -> Lease | None:
+    """The lease as stored (its holder may have let it expire)."""
+    row = LeaseRow.get_or_none(LeaseRow.name == name)
+    if row is None:
+        return None
+    return Lease(row.name, row.holder, row.expires_at, row.acquired_at, row.generation)

@@ -7,6 +7,9 @@ share one database. Only this module knows table layouts; callers use its functi
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +144,41 @@ class JobRow(BaseModel):
     log = pw.TextField(default="")
     #: Market time the job was queued at: the worker uses no bar after it (None: live, wall time).
     market_time = pw.DateTimeField(null=True)
+    #: The worker that claimed the job ("host:pid"), and when it last said it was alive: a
+    #: running job whose heartbeat is older than ``retrain.heartbeat_timeout_s`` has lost it.
+    holder = pw.CharField(max_length=128, null=True)
+    heartbeat_at = pw.DateTimeField(null=True)
+    #: The probation verdict on the version this job deployed ("passed" / "failed"), decided once.
+    probation = pw.CharField(max_length=16, null=True)
+
+
+class LeaseRow(BaseModel):
+    """A duty that one process at a time performs (health evaluation, schedules, probation,
+    pruning): held by ``holder`` until ``expires_at`` unless renewed; any process takes an expired
+    lease. Coordination needs nothing but the database every replica already uses."""
+
+    name = pw.CharField(max_length=64, primary_key=True)
+    holder = pw.CharField(max_length=128)
+    expires_at = pw.DateTimeField()
+    acquired_at = pw.DateTimeField()
+    #: Bumped at each change of holder: a holder's writes can be fenced by it.
+    generation = pw.IntegerField(default=1)
+
+
+class ArtifactRow(BaseModel):
+    """A model file's bytes, for registries kept in the database (PostgreSQL: machines that share
+    no filesystem); each replica caches them in its own directory, checked by SHA-256."""
+
+    kind = pw.CharField(max_length=16)
+    version = pw.CharField(max_length=64)
+    name = pw.CharField(max_length=64)  # file name inside the version: model file, serving graph
+    sha256 = pw.CharField(max_length=64)
+    size = pw.BigIntegerField()
+    data = pw.BlobField()
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("kind", "version", "name"), True),)
 
 
 TABLES: list[type[BaseModel]] = [
@@ -152,23 +190,50 @@ TABLES: list[type[BaseModel]] = [
     MetricRow,
     AlertRow,
     JobRow,
+    LeaseRow,
+    ArtifactRow,
 ]
 
 
 def delete_served_rows() -> None:
     """Empties every table but the registry's: what a study or a fresh demo starts from."""
     with database.atomic():
-        for table in (OutcomeRow, PredictionRow, RequestRow, AlertRow, MetricRow, BarRow, JobRow):
+        for table in (
+            OutcomeRow,
+            PredictionRow,
+            RequestRow,
+            AlertRow,
+            MetricRow,
+            BarRow,
+            JobRow,
+            LeaseRow,
+        ):
             table.delete().execute()
 
 
-def write_transaction() -> Any:
-    """A transaction that takes the write lock up front. A SQLite transaction that reads first and
-    writes later fails at once ("database is locked", no busy wait) if another connection - the
-    server's batched writer - committed in between; BEGIN IMMEDIATE waits for the lock instead."""
-    if isinstance(database.obj, pw.SqliteDatabase):
-        return database.atomic(lock_type="IMMEDIATE")
-    return database.atomic()
+def lock_id(key: str) -> int:
+    """A signed 64-bit number for ``key``, the same in every process (PostgreSQL's advisory locks
+    are keyed by a bigint)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+@contextmanager
+def write_transaction(*locks: str) -> Iterator[None]:
+    """A transaction that takes the write lock up front, and serializes every transaction that
+    names one of the same ``locks`` (a kind's jobs, an alert's cooldown, a kind's deployment), so
+    that two replicas reading "no job yet" at the same instant cannot both insert one.
+
+    SQLite: BEGIN IMMEDIATE, one writer at a time, which is already the serialization the locks
+    ask for (and a transaction that reads first and writes later would otherwise fail at once,
+    "database is locked", if the batched writer committed in between). PostgreSQL: transaction
+    advisory locks, released at commit or rollback, taken in a fixed order so that two
+    transactions naming the same keys cannot deadlock."""
+    sqlite = isinstance(database.obj, pw.SqliteDatabase)
+    with database.atomic(lock_type="IMMEDIATE") if sqlite else database.atomic():
+        if not sqlite:
+            for key in sorted(set(locks)):
+                database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (lock_id(key),))
+        yield
 
 
 def _add_missing_columns(db: pw.Database) -> None:

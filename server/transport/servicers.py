@@ -383,9 +383,9 @@ def _kind(kind: int, field: str = "kind") -> str:
 
 
 class RetrainServicer(Base, retrain_pb2_grpc.RetrainServiceServicer):
-    """Served by every replica: reads come from the shared database, a trigger is queued there for
-    the coordinator (the replica with retrain.enabled), and only a rollback needs the coordinator
-    itself. ``retraining`` is None on a replica without it."""
+    """Served by every replica alike: reads come from the shared database, a trigger is queued
+    there (merged into its kind's active job, decided under the kind's lock), and a rollback is
+    guarded there. ``retraining`` is None when the deployment has retraining off."""
 
     def __init__(
         self, plane: DataPlane, telemetry: Telemetry, retraining: Retraining | None
@@ -444,8 +444,7 @@ class RetrainServicer(Base, retrain_pb2_grpc.RetrainServiceServicer):
         kind = _kind(request.kind)
         if self.retraining is None:
             raise FailedPrecondition(
-                "rollbacks run on the retraining coordinator (the replica started with "
-                "retrain.enabled); this replica has it off: send the rollback there",
+                "retraining is off on this server (retrain.enabled=false), rollbacks included",
                 field="kind",
             )
         deployed, replaced = self.retraining.rollback(kind, request.to_version, request.reason)
