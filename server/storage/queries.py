@@ -396,7 +396,8 @@ def last_alert(kind: str, component: str) -> Alert | None:
     row = (
         AlertRow.select()
         .where((AlertRow.kind == kind) & (AlertRow.component == component))
-        .order_by(AlertRow.raised_at.desc())
+        # Of alerts raised at the same instant (replicas), the most severe is the one to beat.
+        .order_by(AlertRow.raised_at.desc(), AlertRow.severity.desc())
         .first()
     )
     return alert_of(row) if row is not None else None
