@@ -15,7 +15,7 @@ from typing import TypeVar
 import psycopg2
 import pytest
 
-from server.core.records import Alert
+from server.core.records import Alert, Lease
 from server.monitoring.alert_store import AlertStore
 from server.monitoring.alerts import AlertCandidate
 from server.storage import jobs, leases, queries
@@ -101,7 +101,11 @@ def test_a_lease_is_held_renewed_taken_when_expired_and_released(url: str) -> No
 def test_many_processes_asking_for_an_expired_lease_give_one_holder(url: str) -> None:
     for round_ in range(5):
         now = T0 + dt.timedelta(minutes=round_)  # the previous round's lease has expired
-        won = at_once(8, lambda i, now=now: leases.hold("duties", f"p{i}", TTL, now))
+
+        def ask(i: int, now: dt.datetime = now) -> Lease | None:
+            return leases.hold("duties", f"p{i}", TTL, now)
+
+        won = at_once(8, ask)
         winners = [w for w in won if w is not None]
         assert len(winners) == 1, won
         stored = queries.lease("duties")
