@@ -66,7 +66,7 @@ def deployed_sets(config_path: str | None) -> tuple[ModelSet, ModelSet, str]:
     config = load_config(config_path)
     open_database(config.storage.database_url)
     try:
-        repository = ModelRepository(config.storage.model_repository)
+        repository = ModelRepository.from_config(config.storage)
         versions = repository.deployed()
         missing = [k for k in KINDS if k not in versions]
         if missing:

@@ -63,6 +63,7 @@ SUITES = (
     "tests/test_reliability_auth.py",
     "tests/test_writer_isolation.py",
     "tests/test_serve_process.py",
+    "tests/test_scale_out.py",
 )
 
 IntArray = npt.NDArray[np.int64]

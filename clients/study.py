@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = load_config()
     open_database(config.storage.database_url)
-    repo = ModelRepository(config.storage.model_repository)
+    repo = ModelRepository.from_config(config.storage)
     versions = repo.deployed()
     manifests = {k: repo.read_manifest(k, v) for k, v in versions.items()}
     window = manifests["lstm"].feature_spec.window

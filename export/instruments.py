@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     open_database(config.storage.database_url)
     try:
         print(
-            evaluate(ModelRepository(config.storage.model_repository), config, series, args.since)
+            evaluate(ModelRepository.from_config(config.storage), config, series, args.since)
         )
     finally:
         close_database()

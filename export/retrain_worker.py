@@ -485,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(max(config.retrain.worker_threads, 1))
     open_database(config.storage.database_url)
     try:
-        state = run_job(job_id, config, ModelRepository(config.storage.model_repository))
+        state = run_job(job_id, config, ModelRepository.from_config(config.storage))
         print(f"job {job_id}: {state}", flush=True)
         return 0
     except Exception as exc:

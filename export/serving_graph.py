@@ -20,7 +20,6 @@ of writing it.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -114,12 +113,10 @@ class ServingGraph:
         return out
 
     def write(self, repository: ModelRepository) -> None:
-        """Writes the file into its (published, not yet deployed) version directory, whole or not
-        at all: the server falls back to the parts when it is missing."""
-        target = repository.directory(self.beside, self.version) / FILE
-        staging = target.with_name(f".{FILE}.tmp")
-        staging.write_bytes(self.payload)
-        os.replace(staging, target)
+        """Adds the file to its (published, not yet deployed) version, whole or not at all, checked
+        against the entry registered with it: the server falls back to the parts when it is
+        missing."""
+        repository.write_file(self.beside, self.version, FILE, self.payload)
 
 
 def _at_opset(model: onnx.ModelProto, opset: int, ir_version: int) -> onnx.ModelProto:

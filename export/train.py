@@ -475,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = train_and_publish(
             data,
-            ModelRepository(config.storage.model_repository),
+            ModelRepository.from_config(config.storage),
             settings,
             config,
             deploy=not args.no_deploy,

@@ -169,7 +169,7 @@ class MinhosServer:
         self.config = config
         self.slot = slot
         open_database(config.storage.database_url)
-        self.repository = ModelRepository(config.storage.model_repository)
+        self.repository = ModelRepository.from_config(config.storage)
         self.telemetry = Telemetry()
         self.holder = ModelHolder(
             self.repository, config, on_swap=self._swapped, on_refusal=self._refused

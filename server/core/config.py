@@ -64,7 +64,13 @@ class StorageConfig:
     #: peewee database URL: ``sqlite:///path`` (WAL mode) or ``postgresql://user:pw@host/db``.
     database_url: str = "sqlite:///var/minhos.db"
     #: Model repository: ``<root>/<kind>/<version>/`` holding the model file and manifest.json.
+    #: When the bytes are kept in the database (``artifacts``, PostgreSQL by default) it is only
+    #: this machine's cache of them, same layout, and need not be shared between machines.
     model_repository: str = "var/models"
+    #: Where model files live: "database" (in PostgreSQL, each replica caching them under
+    #: ``model_repository``: machines share no filesystem), "directory" (``model_repository``
+    #: itself), or "auto" (default): the database on PostgreSQL, the directory on SQLite.
+    artifacts: str = "auto"
     #: Writes are batched off the request path and flushed at least this often (seconds);
     #: a kill -9 loses at most one interval of writes plus the write in progress.
     batch_interval_s: float = 0.2
@@ -331,6 +337,10 @@ def _validate(config: Config) -> None:
         ),
         (config.storage.batch_interval_s > 0, "[storage].batch_interval_s must be > 0"),
         (config.storage.batch_max_rows >= 1, "[storage].batch_max_rows must be >= 1"),
+        (
+            config.storage.artifacts in {"auto", "database", "directory"},
+            "[storage].artifacts must be 'auto', 'database' or 'directory'",
+        ),
         (
             config.retrain.lease_ttl_s > config.server.reload_interval_s,
             "[retrain].lease_ttl_s must exceed [server].reload_interval_s (its renewal interval)",

@@ -30,7 +30,12 @@ from server.core.fusion import Fused, FusedOne, fuse, fuse_one
 from server.core.kelly import size_positions, stake_one
 from server.core.manifest import KINDS, Manifest
 from server.storage import queries
-from server.storage.registry import ModelNotFoundError, ModelRepository, sha256_bytes
+from server.storage.registry import (
+    IntegrityError,
+    ModelNotFoundError,
+    ModelRepository,
+    RegistryError,
+)
 
 log = logging.getLogger("minhos.inference")
 FloatArray = npt.NDArray[np.float64]
@@ -235,18 +240,19 @@ def serving_graph_of(repository: ModelRepository, manifests: dict[str, Manifest]
             for k, m in pair.items()
         ):
             continue
-        path = repository.directory(kind, manifest.version) / SERVING_FILE
         try:
-            payload = path.read_bytes()
-        except OSError as exc:
-            log.error("serving graph of %s %s unreadable: %s", kind, manifest.version, exc)
-            return None
-        if sha256_bytes(payload) != entry.get("sha256"):
+            # Checked against the same registered entry (in the cache or the database, refetched
+            # when the cached copy fails).
+            payload = repository.read_file(kind, manifest.version, SERVING_FILE)
+        except IntegrityError:
             log.error(
                 "serving graph of %s %s does not match its SHA-256; refusing it",
                 kind,
                 manifest.version,
             )
+            return None
+        except (RegistryError, OSError) as exc:
+            log.error("serving graph of %s %s unreadable: %s", kind, manifest.version, exc)
             return None
         return payload
     return None
@@ -284,6 +290,16 @@ class ModelHolder:
     def loaded(self) -> bool:
         return self._current is not None
 
+    def _drop_retired(self) -> None:
+        """Keeps this machine's cache to versions that may still serve (database mode)."""
+        try:
+            dropped = self.repository.drop_retired_from_cache()
+        except Exception as exc:  # a cache sweep must never undo a swap
+            log.warning("cannot sweep the model cache: %s", exc)
+            return
+        if dropped:
+            log.info("dropped retired versions from the cache", extra={"dropped": dropped})
+
     def reload(self) -> bool:
         """Loads the deployed versions if they differ from the current ones; True on a swap. A
         version that fails to load (bad SHA-256, missing file) is logged and the current one stays."""
@@ -314,6 +330,7 @@ class ModelHolder:
                     "one_run": models.one_run,
                 },
             )
+            self._drop_retired()
         if self._on_swap is not None:
             self._on_swap(models)
         return True
