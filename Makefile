@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTO_SRC := $(wildcard protos/minhos/v1/*.proto protos/minhos/oip/v2/*.proto)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: study setup browser protos protos-check train evaluate serve replay dashboard demo screenshot test test-fast lint bench reliability clean
+.PHONY: study setup browser postgres cluster protos protos-check train evaluate serve replay dashboard demo screenshot test test-fast lint bench reliability clean
 
 setup: $(STAMP)
 
@@ -63,7 +63,16 @@ browser:
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) >/dev/null \
 	  || echo "warning: could not install chromium; the browser tests will fail"; }
 
-test: $(STAMP) protos-check browser
+# The PostgreSQL tests and `make cluster` run Debian's PostgreSQL server in a throwaway cluster
+# (clients/throwaway_postgres.py); installed once if missing. In CI (CI=true) those tests fail
+# rather than skip without it.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql for the PostgreSQL tests and make cluster"; \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql) >/dev/null \
+	  || echo "warning: could not install postgresql; the PostgreSQL tests will fail or skip"; }
+
+test: $(STAMP) protos-check browser postgres
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -77,8 +86,14 @@ bench: $(STAMP)
 # 16 clients mixing Predict, PredictStream and RecordOutcome for 60 s on a real server process, then
 # the fault, bad-input (10,000 generated cases) and auth suites; prints one table (README
 # "Reliability"). Serves the models of `make train` if deployed, else trains them once.
-reliability: $(STAMP)
+reliability: $(STAMP) postgres
 	$(PY) -m clients.reliability
+
+# On loopback: a throwaway PostgreSQL, three replicas (each its own cache directory), one
+# minhos-worker and the dashboard on all three; prints what runs where. Ctrl-C stops everything.
+# Serves the models of `make train` if deployed, else trains them once.
+cluster: $(STAMP) postgres
+	$(PY) -m clients.cluster
 
 # Degradation detector on the real models: false alarms on the healthy test span, detection delay
 # when degraded (needs `make train` first).

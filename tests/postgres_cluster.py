@@ -1,75 +1,46 @@
-"""A throwaway PostgreSQL cluster that a test can stop and start again (the fixture of
-tests/test_postgres.py, as a context manager a module-scoped fixture can use)."""
+"""The PostgreSQL tests' throwaway cluster (clients/throwaway_postgres.py), and the one place that
+decides what a missing PostgreSQL means: a skip on a developer's machine, an error in CI (``CI`` set),
+where these tests must never skip."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
-import time
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
-from clients.bench import free_port
-from tests.test_postgres import BIN, _as_postgres
+import pytest
 
+from clients.throwaway_postgres import BIN_ROOT, Cluster, available, throwaway_cluster
+from server.storage.schema import close_database
 
-@dataclass(frozen=True)
-class Cluster:
-    data: Path
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://minhos@127.0.0.1:{self.port}/postgres"
-
-    def pg_ctl(self, *args: str) -> None:
-        done = subprocess.run(
-            _as_postgres(str(BIN / "pg_ctl"), "-D", str(self.data), *args),
-            capture_output=True,
-            text=True,
-        )
-        assert done.returncode == 0, done.stderr + done.stdout
-
-    def stop(self) -> None:
-        self.pg_ctl("stop", "-m", "fast")
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self.pg_ctl("start", "-w", "-l", str(self.data / "server.log"), "-o", options)
+__all__ = ["Cluster", "available", "need_postgres", "postgres_cluster", "postgres_database"]
 
 
-def available() -> bool:
-    return (BIN / "postgres").exists()
+def need_postgres() -> None:
+    """Skips the calling test when PostgreSQL is not installed; fails it instead in CI."""
+    if available():
+        return
+    message = f"PostgreSQL server binaries are not installed under {BIN_ROOT} (make postgres)"
+    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"CI is set and {message}", pytrace=False)
+    pytest.skip(message)
 
 
 @contextmanager
 def postgres_cluster() -> Iterator[Cluster]:
-    # Outside pytest's tmp tree, whose root-only parents the postgres user cannot traverse.
-    data = Path(tempfile.mkdtemp(prefix="minhos-pg-"))
-    shutil.chown(data, "postgres", "postgres")
-    done = subprocess.run(
-        _as_postgres(str(BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "minhos"),
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    cluster = Cluster(data, free_port())
-    try:
-        cluster.start()
-        deadline = time.monotonic() + 30
-        while subprocess.run(
-            [str(BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(cluster.port)],
-            capture_output=True,
-        ).returncode:
-            assert time.monotonic() < deadline, "PostgreSQL did not start"
-            time.sleep(0.2)
+    """A fresh throwaway cluster, started (see :func:`need_postgres`); stopped and removed on
+    exit."""
+    need_postgres()
+    with throwaway_cluster() as cluster:
         yield cluster
-    finally:
-        subprocess.run(
-            _as_postgres(str(BIN / "pg_ctl"), "-D", str(data), "stop", "-m", "fast"),
-            capture_output=True,
-        )
-        shutil.rmtree(data, ignore_errors=True)
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """The URL of a fresh throwaway cluster; the test's database connection is closed, then the
+    cluster stopped and removed, on exit."""
+    with postgres_cluster() as cluster:
+        try:
+            yield cluster.url
+        finally:
+            close_database()

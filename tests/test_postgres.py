@@ -1,22 +1,21 @@
 """PostgreSQL by URL, with two server replicas sharing it: a throwaway cluster (Debian's
-PostgreSQL 15, run as the ``postgres`` user) on a loopback port, both replicas as real processes."""
+PostgreSQL, run as the ``postgres`` user; tests/postgres_cluster.py) on a loopback port, both
+replicas as real processes."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from clients.bench import free_port
 from clients.client import MinhosClient
+from clients.throwaway_postgres import as_postgres, bin_dir
 from export.data import MarketData
 from server.storage.registry import ModelRepository
 from server.storage.schema import (
@@ -27,65 +26,18 @@ from server.storage.schema import (
     open_database,
 )
 from tests.conftest import Trained, register_in
+from tests.postgres_cluster import postgres_database
 from tests.server_harness import live_index, window
 
-BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _as_postgres(*argv: str) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *argv]
+# The cluster's binaries and runuser wrapper, for tests that stop and start it themselves.
+BIN = bin_dir()
+_as_postgres = as_postgres
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    if not (BIN / "postgres").exists():
-        pytest.skip("PostgreSQL 15 server binaries are not installed")
-    # Outside pytest's tmp tree, whose root-only parents the postgres user cannot traverse.
-    data = Path(tempfile.mkdtemp(prefix="minhos-pg-"))
-    shutil.chown(data, "postgres", "postgres")
-    done = subprocess.run(
-        _as_postgres(str(BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "minhos"),
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    port = free_port()
-    server = subprocess.Popen(
-        _as_postgres(
-            str(BIN / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(data),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while subprocess.run(
-            [str(BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
-        ).returncode:
-            assert time.monotonic() < deadline, "PostgreSQL did not start"
-            assert server.poll() is None, "PostgreSQL exited"
-            time.sleep(0.2)
-        yield f"postgresql://minhos@127.0.0.1:{port}/postgres"
-    finally:
-        close_database()
-        # runuser does not forward signals; pg_ctl stops the cluster itself (fast: no waiting on
-        # clients).
-        subprocess.run(
-            _as_postgres(str(BIN / "pg_ctl"), "-D", str(data), "stop", "-m", "fast"),
-            capture_output=True,
-        )
-        server.wait(timeout=30)
-        shutil.rmtree(data, ignore_errors=True)
+    with postgres_database() as url:
+        yield url
 
 
 def test_two_replicas_share_one_postgres_database(

@@ -25,8 +25,7 @@ from server.core.manifest import Manifest
 from server.storage.registry import MANIFEST, ModelRepository
 from server.storage.schema import close_database, database, open_database
 from tests.conftest import Trained, register_in
-from tests.postgres_cluster import available as postgres_available
-from tests.postgres_cluster import postgres_cluster
+from tests.postgres_cluster import need_postgres, postgres_cluster
 from tests.reliability_record import record
 from tests.server_harness import live_index, window
 from tests.server_process import ServerProcess, serving, spawn
@@ -520,8 +519,7 @@ def postgres_outage(
 ) -> Iterator[Outage]:
     """PostgreSQL stopped for 3 s under Predict + RecordOutcome load on a real server process,
     then started again; run once for the tests below."""
-    if not postgres_available():
-        pytest.skip("PostgreSQL 15 server binaries are not installed")
+    need_postgres()
     tmp = tmp_path_factory.mktemp("pg-outage")
     with postgres_cluster() as cluster:
         settings = {

@@ -293,6 +293,36 @@ def test_crashed_and_hung_jobs_fail_and_serving_is_unaffected(
     assert models.versions == before
 
 
+def test_a_job_finishing_up_after_its_verdict_is_reaped_not_killed(
+    trained: Trained, coordinator: Callable[..., Rig]
+) -> None:
+    config = tiny_config(trained, heartbeat_interval_s=0.05)
+    # A job process that reaches its verdict, then takes a while to finish (as pruning does):
+    # the runner's heartbeats now find the job concluded and must let the process end.
+    script = (
+        "import sys, time\n"
+        "from server.storage import jobs\n"
+        "from server.storage.schema import open_database, utcnow\n"
+        f"open_database({config.storage.database_url!r})\n"
+        "jobs.transition(sys.argv[1], 'validating', utcnow())\n"
+        "jobs.transition(sys.argv[1], 'rejected', utcnow(), reason='gate said no')\n"
+        "time.sleep(1.0)\n"
+    )
+    alerts: list[AlertCandidate] = []
+    rig = coordinator(
+        config,
+        job_argv=lambda job_id: [sys.executable, "-c", script, job_id],
+        on_alert=alerts.append,
+    )
+    job, _ = rig.retraining.trigger("kelly", market_time=MARKET_TIME)
+    rig.tick(MARKET_TIME)
+    running = rig.runner._current
+    assert running is not None
+    row = run_to_end(rig, job.id, timeout=20)
+    assert row.state == "rejected" and running.process.returncode == 0
+    assert [(a.severity, "rejected" in a.message) for a in alerts] == [("info", True)]
+
+
 def test_a_worker_killed_mid_job_fails_it_and_the_next_job_runs(
     trained: Trained, coordinator: Callable[..., Rig]
 ) -> None:

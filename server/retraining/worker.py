@@ -62,6 +62,8 @@ class JobProcess:
     started: float  # monotonic
     stderr: IO[bytes]
     last_beat: float  # monotonic
+    #: The job reached its verdict; the process is finishing up.
+    concluded: bool = False
 
     def stderr_tail(self, lines: int = 3) -> str:
         try:
@@ -177,15 +179,21 @@ class JobRunner:
             self._current = None
             self._fail(current, f"timed out after {cfg.job_timeout_s:g} s; worker killed")
             return
-        if now - current.last_beat >= cfg.heartbeat_interval_s:
+        if not current.concluded and now - current.last_beat >= cfg.heartbeat_interval_s:
             current.last_beat = now
-            if not jobs.heartbeat(current.job_id, self.holder, self.clock()):
-                # Failed as lost by the duties holder (this runner was cut off from the database
-                # for too long), or cancelled: it is no longer ours to finish or deploy.
-                current.kill()
-                self._current = None
-                current.stderr_tail()
-                log.warning("job taken from this worker; stopped", extra={"job": current.job_id})
+            if jobs.heartbeat(current.job_id, self.holder, self.clock()):
+                return
+            if _job(current.job_id).state in ("deployed", "rejected"):
+                # The job process has concluded and is finishing up (pruning, closing): no more
+                # heartbeats; it is reaped when it exits.
+                current.concluded = True
+                return
+            # Failed as lost by the duties holder (this runner was cut off from the database for
+            # too long): no longer ours to finish, let alone deploy.
+            current.kill()
+            self._current = None
+            current.stderr_tail()
+            log.warning("job taken from this worker; stopped", extra={"job": current.job_id})
 
     def _finish(self, current: JobProcess) -> None:
         code = current.process.returncode
