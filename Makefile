@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTO_SRC := $(wildcard protos/minhos/v1/*.proto protos/minhos/oip/v2/*.proto)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: study setup browser postgres cluster protos protos-check train evaluate serve replay dashboard demo screenshot test test-fast lint bench reliability clean
+.PHONY: study setup browser postgres podman cluster protos protos-check train evaluate serve replay dashboard demo screenshot test test-fast lint bench reliability clean
 
 setup: $(STAMP)
 
@@ -23,14 +23,51 @@ protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --mypy_out=protos \
 	  --grpc_python_out=protos --mypy_grpc_out=protos $(PROTO_SRC)
 
-# Regenerates into a scratch directory and fails if the committed code differs from the .proto files.
+# $(call check_protos,BIN): regenerates into a scratch directory with BIN's python and protoc
+# plugins, and fails if the committed code differs from the .proto files.
+define check_protos
+@tmp=$$(mktemp -d) && \
+PATH=$(CURDIR)/$(1):$$PATH $(1)/python -m grpc_tools.protoc -I protos --python_out=$$tmp \
+  --mypy_out=$$tmp --grpc_python_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_SRC) >/dev/null && \
+for f in $$tmp/minhos/v1/* $$tmp/minhos/oip/v2/*; do \
+  diff -q $$f protos/$${f#$$tmp/} || { echo "generated code is stale: run make protos"; exit 1; }; \
+done && rm -rf $$tmp && echo "generated code matches the .proto files ($$($(1)/python -V))"
+endef
+
 protos-check: $(STAMP)
-	@tmp=$$(mktemp -d) && \
-	$(PY) -m grpc_tools.protoc -I protos --python_out=$$tmp --mypy_out=$$tmp \
-	  --grpc_python_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_SRC) >/dev/null && \
-	for f in $$tmp/minhos/v1/* $$tmp/minhos/oip/v2/*; do \
-	  diff -q $$f protos/$${f#$$tmp/} || { echo "generated code is stale: run make protos"; exit 1; }; \
-	done && rm -rf $$tmp && echo "generated code matches the .proto files"
+	$(call check_protos,$(BIN))
+
+# The serving and contract tests on another Python, found by name: `make test-py3.13` (or 3.12).
+# Its own venv, .venv-3.13, holds the package with the test and postgres extras and no training
+# stack; .venv trains the tiny model set (tests/tiny_models.py) unless MINHOS_TEST_MODELS names
+# one already written. Runs the generated-code check and the tests marked `serving`.
+SERVING_TESTS = $(shell grep -l 'pytest.mark.serving' tests/test_*.py)
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
+
+test-py%: .venv-%/.installed $(STAMP) postgres
+	$(call check_protos,.venv-$*/bin)
+	@models="$${MINHOS_TEST_MODELS:-}"; \
+	if [ -z "$$models" ]; then \
+	  models=$$(mktemp -d) && trap 'rm -rf "$$models"' EXIT && \
+	  $(PY) -m tests.tiny_models "$$models" || exit 1; \
+	fi; \
+	MINHOS_TEST_MODELS="$$models" PATH="$(CURDIR)/.venv-$*/bin:$$PATH" \
+	  .venv-$*/bin/python -m pytest -q -m serving $(SERVING_TESTS)
+
+# python3.13 (for .venv-3.13) on PATH if it runs (a pyenv shim of a version pyenv has not
+# selected does not), else the newest pyenv build of that version.
+.PRECIOUS: .venv-%/.installed
+.venv-%/.installed: pyproject.toml
+	@py=; for c in $$(command -v python$*) \
+	  $$(ls -d $(PYENV_ROOT)/versions/$*.*/bin/python$* 2>/dev/null | sort -rV); do \
+	  v=$$($$c -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || continue; \
+	  [ "$$v" = "$*" ] && { py=$$c; break; }; \
+	done; \
+	test -n "$$py" || { echo "python$* not on PATH nor under $(PYENV_ROOT)/versions/"; exit 1; }; \
+	echo "python$*: $$py"; test -x .venv-$*/bin/python || $$py -m venv .venv-$*
+	.venv-$*/bin/python -m pip install -q --upgrade pip
+	.venv-$*/bin/python -m pip install -q -e ".[test,postgres]"
+	touch $@
 
 train: $(STAMP)
 	$(BIN)/minhos-train
@@ -72,7 +109,22 @@ postgres:
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql) >/dev/null \
 	  || echo "warning: could not install postgresql; the PostgreSQL tests will fail or skip"; }
 
-test: $(STAMP) protos-check browser postgres
+# The pod test (tests/test_podman.py) runs the serving Deployment's pod with Debian's podman;
+# installed once if missing. Podman must be allowed ulimits it can set here, else every run fails
+# with "error setting rlimit": /etc/containers/containers.conf is written when absent. In CI the
+# test fails rather than skips without podman.
+podman:
+	@command -v podman >/dev/null 2>&1 || { \
+	  echo "installing Debian's podman for the pod test"; \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman) >/dev/null \
+	  || echo "warning: could not install podman; the pod test will fail or skip"; }
+	@test -e /etc/containers/containers.conf || { \
+	  mkdir -p /etc/containers && \
+	  printf '%s\n' '[containers]' 'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]' \
+	    > /etc/containers/containers.conf && \
+	  echo "wrote /etc/containers/containers.conf (default_ulimits for podman)"; }
+
+test: $(STAMP) protos-check browser postgres podman
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -101,4 +153,4 @@ study: $(STAMP)
 	$(PY) -m clients.study
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-* .pytest_cache .mypy_cache .ruff_cache

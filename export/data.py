@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from server.core.bars import COLUMNS, BarError, validate_ohlcv
 
@@ -127,6 +126,9 @@ def load_csv(path: str | Path, symbol: str | None = None) -> MarketData:
     """An OHLCV CSV with a header naming ``date`` (or ``time``/``timestamp``) and ``open, high,
     low, close, volume`` (case-insensitive, other columns ignored). Errors name the CSV line and
     the column."""
+    # pandas only here: MarketData must import on a serving-only install (Python 3.12/3.13 tests).
+    import pandas as pd
+
     path = Path(path)
     try:
         frame = pd.read_csv(path)

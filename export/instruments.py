@@ -186,9 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     open_database(config.storage.database_url)
     try:
-        print(
-            evaluate(ModelRepository.from_config(config.storage), config, series, args.since)
-        )
+        print(evaluate(ModelRepository.from_config(config.storage), config, series, args.since))
     finally:
         close_database()
     return 0

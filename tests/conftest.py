@@ -1,44 +1,76 @@
 """Shared fixtures: one tiny model set trained once per test session on a slice of the built-in data.
 
 Tests that change the registry work on a copy (``repository``), so they cannot disturb each other.
+
+Importing this module never imports the training stack (torch, scikit-learn, pandas, onnx), so the
+tests marked ``serving`` also run on a Python without it (``make test-py3.13``). There the set comes
+prebuilt: :data:`PREBUILT_ENV` names a directory that ``python -m tests.tiny_models DIR`` wrote on
+a Python that trains (the same training as here, see :mod:`tests.tiny_models`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from export.data import MarketData, load_sp500
-from export.ensemble import EnsembleSettings
-from export.lstm import LSTMSettings
-from export.train import Fitted, TrainReport, TrainSettings, publish_set, train_and_publish
 from server.core.config import Config, StorageConfig, load_config
 from server.storage.registry import ModelRepository
 from server.storage.schema import close_database, open_database
 
-TINY = TrainSettings(
-    seed=3,
-    window=5,
-    validation_start="2005-01-01",
-    test_start="2006-01-01",
-    lstm=LSTMSettings(hidden=8, epochs=2, patience=2),
-    ensemble=EnsembleSettings(trees=10, boosting_iterations=10),
-)
+if TYPE_CHECKING:
+    from export.train import Fitted, TrainReport
+
+#: A directory holding a prebuilt tiny set (``minhos.db``, ``models/``, ``sp500.npz``): used
+#: instead of training when set.
+PREBUILT_ENV = "MINHOS_TEST_MODELS"
+#: The tiny models' feature window (``tests.tiny_models.TINY.window``), for tests that must not
+#: import the training stack.
+TINY_WINDOW = 5
 #: The tiny models are trained on bars up to here; later bars are "live" data for replays.
 TRAIN_END = "2007-01-01"
+BARS_FILE = "sp500.npz"
+
+
+def save_bars(directory: Path, data: MarketData) -> None:
+    np.savez(directory / BARS_FILE, symbol=data.symbol, times=data.times, ohlcv=data.ohlcv)
+
+
+def load_bars(directory: Path) -> MarketData:
+    with np.load(directory / BARS_FILE) as saved:
+        return MarketData(str(saved["symbol"]), saved["times"], saved["ohlcv"])
+
+
+def prebuilt_set() -> Path | None:
+    value = os.environ.get(PREBUILT_ENV)
+    if not value:
+        return None
+    root = Path(value)
+    if not (root / "minhos.db").is_file() or not (root / BARS_FILE).is_file():
+        raise pytest.UsageError(f"{PREBUILT_ENV}={value} holds no tiny model set")
+    return root
 
 
 @dataclass(frozen=True)
 class Trained:
     root: Path
     database_url: str
-    report: TrainReport
+    #: None for a prebuilt set: only training tests read it, and they never run on one.
+    train_report: TrainReport | None
+
+    @property
+    def report(self) -> TrainReport:
+        if self.train_report is None:
+            raise LookupError(f"a prebuilt set ({PREBUILT_ENV}) has no training report")
+        return self.train_report
 
     def config(self, **storage: object) -> Config:
         base = load_config(env={})
@@ -62,26 +94,23 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def sp500() -> MarketData:
-    return load_sp500()
+    prebuilt = prebuilt_set()
+    return load_sp500() if prebuilt is None else load_bars(prebuilt)
 
 
 @pytest.fixture(scope="session")
 def trained_once(tmp_path_factory: pytest.TempPathFactory, sp500: MarketData) -> Trained:
     root = tmp_path_factory.mktemp("trained")
-    url = f"sqlite:///{root}/minhos.db"
-    open_database(url)
-    try:
-        end = int(sp500.times.searchsorted(np.datetime64(TRAIN_END)))
-        report = train_and_publish(
-            sp500.slice(0, end),
-            ModelRepository(root / "models"),
-            TINY,
-            load_config(env={}),
-            progress=False,
-        )
-    finally:
-        close_database()
-    return Trained(root, url, report)
+    prebuilt = prebuilt_set()
+    report = None
+    if prebuilt is None:
+        from tests.tiny_models import train_tiny
+
+        report = train_tiny(root, sp500)
+    else:
+        # A copy: no test can change the directory another run reads.
+        shutil.copytree(prebuilt, root, dirs_exist_ok=True)
+    return Trained(root, f"sqlite:///{root}/minhos.db", report)
 
 
 @pytest.fixture
@@ -89,13 +118,15 @@ def trained(tmp_path: Path, trained_once: Trained) -> Iterator[Trained]:
     """A private copy of the trained repository and its database."""
     root = tmp_path / "repo"
     shutil.copytree(trained_once.root, root)
-    yield Trained(root, f"sqlite:///{root}/minhos.db", trained_once.report)
+    yield Trained(root, f"sqlite:///{root}/minhos.db", trained_once.train_report)
     close_database()
 
 
 def deployed_as_fitted(repository: ModelRepository) -> list[Fitted]:
     """The deployed set, as if just trained again (same bytes), ready for ``publish_set`` under
     new versions: a hot swap without training. The repository's database must be open."""
+    from export.train import Fitted
+
     out = []
     for kind, version in repository.deployed().items():
         manifest, payload = repository.load_verified(kind, version)
@@ -118,6 +149,8 @@ def register_in(url: str, trained: Trained, root: Path) -> ModelRepository:
     """The trained set published again under its versions, deployed, in the database at ``url``
     (same files and its serving graph, under ``root``): the registry a server on that database
     reads. Leaves no database open."""
+    from export.train import publish_set
+
     open_database(trained.database_url)
     try:
         source = ModelRepository(trained.root / "models")

@@ -21,6 +21,8 @@ from server.monitoring.alerts import (
     route,
 )
 
+pytestmark = pytest.mark.serving
+
 T0 = datetime(2024, 1, 2, 9, 30)
 
 

@@ -8,6 +8,10 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.serving
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_PARTY = ("server", "export", "clients", "dashboard", "minhos")
 

@@ -12,6 +12,8 @@ from export.data import MarketData
 from tests.conftest import Trained
 from tests.server_harness import live_index, running, window
 
+pytestmark = pytest.mark.serving
+
 
 def test_async_client_predicts_streams_and_records(trained: Trained, sp500: MarketData) -> None:
     with running(trained.config()) as (srv, sync_client):

@@ -22,6 +22,8 @@ from server.storage import jobs, leases, queries
 from server.storage.schema import AlertRow, JobRow, close_database, database, open_database
 from tests.postgres_cluster import Cluster, postgres_cluster
 
+pytestmark = pytest.mark.serving
+
 T = TypeVar("T")
 T0 = dt.datetime(2026, 1, 5, 12, 0, 0)
 TTL = dt.timedelta(seconds=5)

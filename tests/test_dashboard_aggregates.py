@@ -18,6 +18,8 @@ from server.monitoring import performance as perf
 from server.monitoring import series as ser
 from server.monitoring import trends as tr
 
+pytestmark = pytest.mark.serving
+
 CFG = MonitoringConfig()
 
 

@@ -17,6 +17,8 @@ from server.core.calibrator import KellyComponent
 from tests.conftest import Trained
 from tests.server_harness import live_index, running
 
+pytestmark = pytest.mark.serving
+
 BARS = 300
 
 

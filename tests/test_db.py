@@ -5,7 +5,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from server.storage.schema import JobRow, close_database, open_database, utcnow
+
+pytestmark = pytest.mark.serving
 
 
 def test_missing_nullable_column_is_added(tmp_path: Path) -> None:

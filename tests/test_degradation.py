@@ -15,6 +15,8 @@ from server.monitoring.degradation import (
 )
 from tests.cusum_simulation import simulate_false_alarms_and_delay, simulate_run_lengths
 
+pytestmark = pytest.mark.serving
+
 
 def test_cusum_path_matches_the_recursion() -> None:
     params = CusumParams.for_model(0.53)

@@ -10,11 +10,14 @@ import threading
 import time
 
 import grpc
+import pytest
 
 from clients.client import MinhosClient
 from export.data import MarketData
 from tests.conftest import Trained
 from tests.server_harness import live_index, running, window
+
+pytestmark = pytest.mark.serving
 
 WORKERS = 2
 SLOW_CALLS = 2 * WORKERS

@@ -16,7 +16,8 @@ from export.onnx_export import ParityError, check_parity, export_ensemble, run_e
 from server.core import features as F
 from server.storage.registry import IntegrityError, ModelRepository
 from server.storage.schema import ModelVersionRow, open_database
-from tests.conftest import TINY, Trained
+from tests.conftest import Trained
+from tests.tiny_models import TINY
 
 
 def _rows(sp500: MarketData, n: int = 800) -> tuple[np.ndarray, np.ndarray]:

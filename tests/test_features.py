@@ -8,6 +8,8 @@ import pytest
 from export.data import MarketData
 from server.core import features as F
 
+pytestmark = pytest.mark.serving
+
 
 def test_features_are_causal(sp500: MarketData) -> None:
     ohlcv = sp500.ohlcv[:600]

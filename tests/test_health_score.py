@@ -15,6 +15,8 @@ from server.monitoring.health_score import (
     status_for,
 )
 
+pytestmark = pytest.mark.serving
+
 CFG = MonitoringConfig()
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
+import pytest
 
 from server.core import features, scoring
 from server.core.calibration import calibration_report
 from server.core.records import Prediction, outcome_of
+
+pytestmark = pytest.mark.serving
 
 
 def _prediction(direction: int, p_up: float) -> Prediction:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import itertools
 import uuid
 
+import pytest
+
 from server.serving.ids import new_ids
+
+pytestmark = pytest.mark.serving
 
 
 def test_ids_are_uuid7_unique_and_ordered_by_time() -> None:

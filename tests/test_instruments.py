@@ -13,7 +13,8 @@ from server.core.bars import CLOSE
 from server.core.config import load_config
 from server.storage.registry import ModelRepository
 from server.storage.schema import close_database, open_database
-from tests.conftest import TINY, TRAIN_END
+from tests.conftest import TRAIN_END
+from tests.tiny_models import TINY
 
 EXPECTED = {
     "NASDAQ": (5031, "1999-01-04", "2018-12-31"),

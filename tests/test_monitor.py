@@ -25,6 +25,8 @@ from server.storage.schema import (
     open_database,
 )
 
+pytestmark = pytest.mark.serving
+
 T0 = datetime(2020, 1, 1, 21, 0)
 REFERENCE = {"lstm": 0.53, "ensemble": 0.53, "fusion": 0.53}
 

@@ -16,6 +16,8 @@ from server.core.config import Config
 from tests.conftest import Trained
 from tests.server_harness import live_index, running
 
+pytestmark = pytest.mark.serving
+
 
 def _config(trained: Trained) -> Config:
     config = trained.config()

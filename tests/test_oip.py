@@ -30,12 +30,14 @@ from minhos.oip.v2 import open_inference_pb2_grpc as oip_grpc
 from minhos.v1 import common_pb2, inference_pb2
 from server.core.features import FEATURE_NAMES, bars_required, window_features_batch
 from server.storage.registry import ModelRepository
-from tests.conftest import TINY, Trained
+from tests.conftest import TINY_WINDOW, Trained
 from tests.server_harness import live_index, running
 from tests.triton_probe import fields_of, fill
 
+pytestmark = pytest.mark.serving
+
 ROOT = Path(__file__).resolve().parent.parent
-NEED = bars_required(TINY.window)
+NEED = bars_required(TINY_WINDOW)
 F = len(FEATURE_NAMES)
 CONTENTS = {
     "FP32": "fp32_contents",
@@ -132,7 +134,7 @@ def test_stock_tritonclient_gets_what_predict_gets(
         end = live_index(sp500) + 10
         typed = predict(client, sp500, end)
         bars, times = windows(sp500, [end])
-        sequences = window_features_batch(bars, TINY.window).astype(np.float32)
+        sequences = window_features_batch(bars, TINY_WINDOW).astype(np.float32)
         arrays = tmp_path / "arrays.npz"
         np.savez(arrays, bars=bars, times=times, sequences=sequences, rows=sequences[:, -1, :])
         seen = probe(
@@ -149,7 +151,7 @@ def test_stock_tritonclient_gets_what_predict_gets(
     assert seen["server"]["name"] == "minhos"
     meta = seen["metadata"]
     assert meta["lstm"]["inputs"] == [
-        {"name": "features", "datatype": "FP32", "shape": ["-1", str(TINY.window), str(F)]}
+        {"name": "features", "datatype": "FP32", "shape": ["-1", str(TINY_WINDOW), str(F)]}
     ]
     assert meta["ensemble"]["inputs"][0]["shape"] == ["-1", str(F)]
     assert meta["lstm"]["versions"] == [versions["lstm"]]
@@ -220,7 +222,7 @@ def test_hand_built_requests_in_both_forms(trained: Trained, sp500: MarketData) 
         ends = [start + 5, start + 40]
         expected = [predict(client, sp500, end) for end in ends]
         bars, times = windows(sp500, ends)
-        sequences = window_features_batch(bars, TINY.window).astype(np.float32)
+        sequences = window_features_batch(bars, TINY_WINDOW).astype(np.float32)
 
         for raw in (False, True):
             lstm = stub.ModelInfer(request("lstm", [("features", sequences, "FP32")], raw))
@@ -339,7 +341,7 @@ def test_token_reflection_and_health(trained: Trained, sp500: MarketData, tmp_pa
     end = live_index(sp500) + 3
     bars, _ = windows(sp500, [end])
     arrays = tmp_path / "arrays.npz"
-    np.savez(arrays, sequences=window_features_batch(bars, TINY.window).astype(np.float32))
+    np.savez(arrays, sequences=window_features_batch(bars, TINY_WINDOW).astype(np.float32))
     with running(trained.config(), token="s3cret") as (srv, client):
         target = f"127.0.0.1:{srv.port}"
         seen = probe(
@@ -407,7 +409,7 @@ def test_model_ready_follows_a_hot_swap(trained: Trained) -> None:
         assert {(m.name, m.version) for m in index.models} >= {("lstm", new), ("minhos", fused)}
         stale = request(
             "lstm",
-            [("features", np.zeros((1, TINY.window, F), np.float32), "FP32")],
+            [("features", np.zeros((1, TINY_WINDOW, F), np.float32), "FP32")],
             True,
             model_version=old["lstm"],
         )

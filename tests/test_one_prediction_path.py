@@ -12,6 +12,8 @@ from server.core.config import FusionConfig, KellyConfig
 from server.core.fusion import fuse
 from server.core.kelly import size_positions
 
+pytestmark = pytest.mark.serving
+
 TOL = 1e-12
 EDGES = [0.0, 1e-9, 0.25, 0.4999999, 0.5, 0.5000001, 0.75, 1 - 1e-9, 1.0]
 FUSIONS = [

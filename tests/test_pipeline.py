@@ -10,6 +10,8 @@ import pytest
 
 from server.transport.pipeline import pipelined
 
+pytestmark = pytest.mark.serving
+
 
 async def _arrived(items: Iterable[int]) -> AsyncIterator[int]:
     """Requests that are all there already, as a pipelining client's are: each read lets the loop

@@ -5,6 +5,7 @@ stay open (server/app.py OPEN_METHODS); the right token gets through everywhere.
 from __future__ import annotations
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.app import OPEN_METHODS, SERVICES
@@ -12,6 +13,8 @@ from tests.conftest import Trained
 from tests.reliability_record import record
 from tests.rpc_catalog import Metadata, Rpc, reflected_services, registered_rpcs
 from tests.server_harness import running
+
+pytestmark = pytest.mark.serving
 
 TOKEN = "s3cret-token"
 GOOD: Metadata = (("authorization", f"Bearer {TOKEN}"),)

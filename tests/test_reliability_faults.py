@@ -111,6 +111,7 @@ def unary_loop(
                 time.sleep(0.05)
 
 
+@pytest.mark.serving
 def test_kill_9_mid_stream_loses_at_most_one_interval(
     trained: Trained, sp500: MarketData, tmp_path: Path
 ) -> None:
@@ -378,6 +379,7 @@ def model_server(
         assert server.stop() == 0
 
 
+@pytest.mark.serving
 def test_bad_model_files_are_refused_and_the_serving_set_stays(
     model_server: tuple[ServerProcess, ModelRepository], sp500: MarketData
 ) -> None:
@@ -403,6 +405,7 @@ def test_bad_model_files_are_refused_and_the_serving_set_stays(
     )
 
 
+@pytest.mark.serving
 def test_a_refusal_names_the_model_version(
     model_server: tuple[ServerProcess, ModelRepository],
 ) -> None:
@@ -418,6 +421,7 @@ def test_a_refusal_names_the_model_version(
     assert not unnamed
 
 
+@pytest.mark.serving
 def test_a_model_set_for_other_features_is_refused(
     model_server: tuple[ServerProcess, ModelRepository], sp500: MarketData
 ) -> None:
@@ -440,6 +444,7 @@ def test_a_model_set_for_other_features_is_refused(
     assert predicting.versions == {(good["lstm"], good["ensemble"], good["kelly"])}
 
 
+@pytest.mark.serving
 def test_a_refused_model_raises_an_alert(
     model_server: tuple[ServerProcess, ModelRepository],
 ) -> None:
@@ -458,6 +463,7 @@ def test_a_refused_model_raises_an_alert(
 # -- the database ----------------------------------------------------------------------------------
 
 
+@pytest.mark.serving
 def test_a_locked_database_delays_writes_and_loses_nothing(
     trained: Trained, sp500: MarketData, tmp_path: Path
 ) -> None:

@@ -36,6 +36,8 @@ from tests.rpc_catalog import Rpc, parse, registered_rpcs
 from tests.server_harness import live_index
 from tests.server_process import ServerProcess, serving
 
+pytestmark = pytest.mark.serving
+
 #: Cases in ``make test``; MINHOS_FUZZ_CASES overrides.
 DEFAULT_CASES = 600
 MAX_MESSAGE_BYTES = 65_536

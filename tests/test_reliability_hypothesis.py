@@ -20,6 +20,8 @@ from tests.rpc_catalog import Rpc, _rpcs_of, contract_services
 from tests.server_process import ServerProcess
 from tests.test_reliability_fuzz import Case, answer, fuzz_server, judge  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.serving
+
 T = FieldDescriptor
 FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -1.0, 1e308])
 

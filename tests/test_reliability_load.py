@@ -7,12 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from clients.bench import Models
 from clients.reliability import Series, load_lines, load_on_real_server
 from export.data import MarketData
 from tests.conftest import Trained
 from tests.reliability_record import record
+
+pytestmark = pytest.mark.serving
 
 SECONDS = 3.0
 CLIENTS = 16

@@ -29,6 +29,8 @@ from tests.reliability_record import record
 from tests.server_harness import live_index, server_config, window
 from tests.server_process import serving
 
+pytestmark = pytest.mark.serving
+
 TOKEN = "tls-token"
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="no openssl command line")

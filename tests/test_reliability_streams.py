@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import grpc
+import pytest
 
 from clients.client import MinhosClient, bars_from_arrays
 from export.data import MarketData
@@ -19,6 +20,8 @@ from server.app import MinhosServer
 from tests.conftest import Trained
 from tests.reliability_record import record
 from tests.server_harness import live_index, running, window
+
+pytestmark = pytest.mark.serving
 
 WORKERS = 4
 #: Long enough that no stream ends on its own during the test.

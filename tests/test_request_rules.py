@@ -1,6 +1,5 @@
 """Caller mistakes get INVALID_ARGUMENT naming the field (unknown enum values, out-of-range bins),
-do not count as server errors, and a replica without the retraining coordinator still answers
-RetrainService."""
+do not count as server errors, and a server with retraining off still answers RetrainService."""
 
 from __future__ import annotations
 
@@ -23,6 +22,8 @@ from server.monitoring.sample import SERVER_ERROR_CODES
 from server.storage import queries
 from tests.conftest import Trained
 from tests.server_harness import live_index, running
+
+pytestmark = pytest.mark.serving
 
 PROTO = Path(__file__).resolve().parent.parent / "protos/minhos/v1/calibration.proto"
 
@@ -110,7 +111,7 @@ def test_a_callers_excess_is_not_a_server_error(trained: Trained, sp500: MarketD
         assert total >= 1 and errors == 0
 
 
-def test_a_replica_without_the_coordinator_answers_retrain_service(
+def test_a_server_with_retraining_off_answers_retrain_service(
     trained: Trained,
 ) -> None:
     with running(_config(trained, enabled=False)) as (srv, client):
@@ -133,7 +134,7 @@ def test_a_replica_without_the_coordinator_answers_retrain_service(
             lambda: stubs.Rollback(retrain_pb2.RollbackRequest(kind=common_pb2.MODEL_KIND_LSTM))
         )
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "coordinator" in (error.details() or "")
+        assert "retrain.enabled=false" in (error.details() or "")
 
 
 def test_malformed_raw_bars_name_the_buffer(trained: Trained, sp500: MarketData) -> None:

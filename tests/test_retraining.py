@@ -37,8 +37,9 @@ from server.storage.schema import (
     open_database,
     utcnow,
 )
-from tests.conftest import TINY, Trained
+from tests.conftest import Trained
 from tests.server_harness import running, window
+from tests.tiny_models import TINY
 
 #: The job's market time: two months after the tiny models' training data ends.
 MARKET_TIME = dt.datetime(2007, 3, 1)

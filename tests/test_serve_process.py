@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.bench import free_port
@@ -19,6 +20,8 @@ from export.data import MarketData
 from server.storage.schema import PredictionRow, open_database
 from tests.conftest import Trained
 from tests.server_harness import live_index, window
+
+pytestmark = pytest.mark.serving
 
 
 def test_server_process_drains_on_sigterm_without_torch(

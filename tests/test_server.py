@@ -23,15 +23,16 @@ from export.data import MarketData
 from minhos.v1 import common_pb2
 from server.core import features as F
 from server.storage.schema import OutcomeRow, PredictionRow, RequestRow
-from tests.conftest import TINY, Trained
+from tests.conftest import TINY_WINDOW, Trained
 from tests.server_harness import live_index, running, window
 
 
+@pytest.mark.serving
 def test_predict_returns_a_fused_sized_prediction(trained: Trained, sp500: MarketData) -> None:
     with running(trained.config()) as (srv, client):
         info = client.serving_info()
         need = info.bars_required
-        assert need == F.bars_required(TINY.window)
+        assert need == F.bars_required(TINY_WINDOW)
         assert tuple(info.feature_names) == F.FEATURE_NAMES
         assert {v.kind for v in info.deployed} == {
             common_pb2.MODEL_KIND_LSTM,
@@ -70,6 +71,7 @@ def test_predict_returns_a_fused_sized_prediction(trained: Trained, sp500: Marke
         assert row.probability_up == reply.probability_up
 
 
+@pytest.mark.serving
 def test_stream_resolves_outcomes_and_record_outcome_is_idempotent(
     trained: Trained, sp500: MarketData
 ) -> None:
@@ -124,6 +126,7 @@ def _code(call: object) -> tuple[grpc.StatusCode, str]:
     return call.code(), call.details() or ""
 
 
+@pytest.mark.serving
 def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving(
     trained: Trained, sp500: MarketData
 ) -> None:
@@ -204,6 +207,7 @@ def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving(
         assert 0 < client.predict("SPX", good).probability_up < 1
 
 
+@pytest.mark.serving
 def test_health_reflection_metrics_and_token(trained: Trained, sp500: MarketData) -> None:
     with running(trained.config(), token="s3cret", metrics_port=0) as (srv, client):
         channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
@@ -239,6 +243,7 @@ def test_hot_reload_under_load_never_fails_or_mixes(trained: Trained, sp500: Mar
     probability is exactly what the version it names computes."""
     from export.train import fit_lstm, prepare
     from server.storage.registry import ModelRepository
+    from tests.tiny_models import TINY
 
     config = trained.config()
     ds, split = prepare(sp500.slice(0, live_index(sp500)), TINY)

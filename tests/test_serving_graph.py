@@ -38,7 +38,8 @@ from server.serving.validation import window_of
 from server.storage.registry import ModelRepository
 from server.storage.schema import open_database
 from server.storage.writer import BatchWriter
-from tests.conftest import TINY, Trained, deployed_as_fitted
+from tests.conftest import Trained, deployed_as_fitted
+from tests.tiny_models import TINY
 
 FloatArray = npt.NDArray[np.float64]
 

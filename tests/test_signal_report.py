@@ -24,7 +24,8 @@ from server.core.config import KellyConfig, load_config
 from server.core.kelly import size_positions
 from server.storage.registry import ModelRepository
 from server.storage.schema import open_database
-from tests.conftest import TINY, TRAIN_END, Trained
+from tests.conftest import TRAIN_END, Trained
+from tests.tiny_models import TINY
 
 KELLY = KellyConfig(fraction=0.5, cap=0.25, default_payoff_ratio=1.0)
 

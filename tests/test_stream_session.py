@@ -20,6 +20,8 @@ from server.storage.schema import RequestRow
 from tests.conftest import Trained
 from tests.server_harness import live_index, running
 
+pytestmark = pytest.mark.serving
+
 
 def _bars(symbols: list[str], times: np.ndarray, ohlcv: np.ndarray, first: int) -> StreamBars:
     seconds = times.astype("datetime64[s]").astype(np.int64)

@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from server.transport.telemetry import LATENCY_BUCKETS, Telemetry
 
+pytestmark = pytest.mark.serving
+
 
 def _samples(registry: CollectorRegistry) -> list[str]:
     """Exposition lines of the two metrics, without the _created timestamps (which differ)."""

@@ -30,6 +30,8 @@ from tests.conftest import Trained
 from tests.server_harness import running
 from tests.test_postgres import BIN, _as_postgres, postgres_url  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.serving
+
 T0 = dt.datetime(2020, 1, 2, 15, 30)
 
 
