@@ -60,6 +60,13 @@ SERVICES = [
     retrain_pb2.DESCRIPTOR.services_by_name["RetrainService"].full_name,
     OIP_SERVICE,
 ]
+#: Services that answer from the loaded models alone: with the database away they still predict
+#: (rows wait in the writer), so a readiness probe on one of them keeps a replica in its Service.
+#: The whole server ("") and the others also need the database.
+INFERENCE_SERVICES = (SERVICES[0], OIP_SERVICE)
+#: SERVING from start until the drain begins, whatever the models and the database: what a
+#: liveness probe asks, so an outage of the database restarts no pod.
+LIVENESS = "minhos.liveness"
 #: Unary methods cheap enough, and free of blocking I/O, to run on the event loop (host.py).
 INLINE_METHODS = frozenset({"Predict", "ModelInfer"})
 #: Reachable without a token: probes and discovery must work before credentials are set up.
@@ -275,14 +282,17 @@ class MinhosServer:
         self.monitor.record(candidate, self.plane.market_now)
 
     def _set_health(self) -> None:
-        ready = self.holder.loaded and self.plane.database_ok()
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if ready
-            else health_pb2.HealthCheckResponse.NOT_SERVING
+        loaded = self.holder.loaded
+        ready = loaded and self.plane.database_ok()
+        serving, not_serving = (
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
         )
         for name in ["", *SERVICES]:
-            self.health.set(name, status)
+            up = loaded if name in INFERENCE_SERVICES else ready
+            self.health.set(name, serving if up else not_serving)
+        if not self._stop.is_set():
+            self.health.set(LIVENESS, serving)
         self.telemetry.queue_depth.set(self.writer.depth)
 
     def _poll(self) -> None:
@@ -363,7 +373,7 @@ class MinhosServer:
     def stop(self, grace: float | None = None) -> None:
         """Drains in-flight RPCs for ``grace`` seconds, then the write queue, then closes."""
         self._stop.set()
-        for name in ["", *SERVICES]:
+        for name in ["", *SERVICES, LIVENESS]:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(self.config.server.shutdown_grace_s if grace is None else grace)
         if self._poller.is_alive():

@@ -32,12 +32,13 @@ class ServerProcess:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def health(self, timeout: float = 1.0) -> str:
-        """The standard health service's status name, or the error code's name."""
+    def health(self, timeout: float = 1.0, service: str = "") -> str:
+        """The standard health service's status name for ``service`` (the whole server by
+        default), or the error code's name."""
         with grpc.insecure_channel(self.target) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=timeout
+                    health_pb2.HealthCheckRequest(service=service), timeout=timeout
                 )
             except grpc.RpcError as exc:
                 return str(exc.code().name)

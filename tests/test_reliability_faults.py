@@ -513,6 +513,9 @@ class Outage:
     #: Predictions answered while the database was down.
     answered_down: int
     health_down: set[str]
+    #: What the inference service and the liveness name said meanwhile (what probes ask).
+    inference_down: set[str]
+    liveness_down: set[str]
     health_back: str
     back_s: float
     lost_predictions: int
@@ -547,9 +550,11 @@ def postgres_outage(
             time.sleep(0.5)
             cluster.stop()
             down_at = time.monotonic()
-            health_down = set()
+            health_down, inference_down, liveness_down = set(), set(), set()
             while time.monotonic() - down_at < 3.0:
                 health_down.add(server.health())
+                inference_down.add(server.health(service="minhos.v1.InferenceService"))
+                liveness_down.add(server.health(service="minhos.liveness"))
                 time.sleep(0.2)
             answered_down = sum(1 for t, _ in acks.predictions if t >= down_at)
             cluster.start()
@@ -572,6 +577,8 @@ def postgres_outage(
         acks,
         answered_down,
         health_down,
+        inference_down,
+        liveness_down,
         health_back,
         back_s,
         len(acks.lost(stored, "predictions")),
@@ -583,7 +590,8 @@ def postgres_outage(
         "and RecordOutcome recover",
         f"{answered_down} Predicts answered while down; {outage.lost_predictions} of "
         f"{len(acks.predictions)} predictions and {outage.lost_outcomes} of "
-        f"{len(acks.outcomes)} outcomes lost; health {sorted(health_down)} while down, "
+        f"{len(acks.outcomes)} outcomes lost; health {sorted(health_down)} while down "
+        f"(inference service {sorted(inference_down)}, liveness {sorted(liveness_down)}), "
         f"{health_back} {back_s:.0f} s after the restart; errors: "
         f"{', '.join(sorted(set(acks.errors))) or 'none'}",
     )
@@ -593,6 +601,8 @@ def postgres_outage(
 def test_postgres_gone_then_back_keeps_serving_and_loses_nothing(postgres_outage: Outage) -> None:
     assert postgres_outage.answered_down > 20, "Predict stalled while the database was down"
     assert "NOT_SERVING" in postgres_outage.health_down
+    # Readiness on the inference service and liveness keep the replica in its Service and alive.
+    assert postgres_outage.inference_down == postgres_outage.liveness_down == {"SERVING"}
     assert postgres_outage.lost_predictions == postgres_outage.lost_outcomes == 0
     assert not [e for e in postgres_outage.acks.errors if e.startswith("Predict ")]
 
