@@ -188,7 +188,12 @@ def cmd_rollback(client: MinhosClient, args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minhos", description=__doc__)
-    parser.add_argument("--target", default=os.environ.get("MINHOS_TARGET", DEFAULT_TARGET))
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("MINHOS_TARGET", DEFAULT_TARGET),
+        help="host:port, a comma-separated list of replicas (balanced round-robin), or a gRPC "
+        "name such as dns:///minhos-headless:50051 (default: $MINHOS_TARGET, then %(default)s)",
+    )
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline per call (s)")
     parser.add_argument("--token", default=os.environ.get("MINHOS_TOKEN") or None)
     parser.add_argument("--tls-ca", default=None, help="CA bundle; enables TLS")

@@ -1,14 +1,25 @@
 """Typed Python client for MinhOS, sync and asyncio.
 
-Deadlines on every call (``timeout``, overridable per call). Retries are left to gRPC's own retry
-policy (a service config on the channel) and only for idempotent RPCs on UNAVAILABLE: a Predict
-stores a prediction and TriggerRetrain queues a job, so retrying them could do the work twice.
+Deadlines on every call (``timeout``, overridable per call). A target is one address, a
+comma-separated list of replicas (``10.0.0.5:50051,10.0.0.6:50051``; host names are resolved once,
+when the channel is built), or any gRPC name such as ``dns:///minhos-headless:50051`` (re-resolved
+by gRPC, which is what a Kubernetes headless Service needs). Calls are spread over every address
+with gRPC's ``round_robin`` policy, and retried by gRPC's own retry policy (a service config on the
+channel), on UNAVAILABLE only, for the RPCs that are safe to repeat (:data:`RETRIED`): every read;
+RecordOutcome and AcknowledgeAlert (idempotent by id); Predict (its answer is a function of the
+window and the deployed set, and its only side effect is a bookkeeping row, which a replica that
+died mid-call has rarely written since writes are batched every 0.2 s: at worst one unresolved
+prediction row); TriggerRetrain (a second trigger for a kind merges into its active job). Not
+retried (:data:`NOT_RETRIED`): Rollback (a repeat would roll back twice) and PredictStream (its
+per-symbol windows live on one replica: the caller reconnects and resends).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
+import socket
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -32,9 +43,14 @@ from minhos.v1 import (
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
-#: Safe to repeat: reads, and RecordOutcome / AcknowledgeAlert, which are idempotent by id.
-IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
-    "minhos.v1.InferenceService": ("RecordOutcome", "GetServingInfo", "ListPredictions"),
+#: Retried on UNAVAILABLE (see the module's docstring for why each is safe to repeat).
+RETRIED: dict[str, tuple[str, ...]] = {
+    "minhos.v1.InferenceService": (
+        "Predict",
+        "RecordOutcome",
+        "GetServingInfo",
+        "ListPredictions",
+    ),
     "minhos.v1.MonitoringService": (
         "GetHealth",
         "ListAlerts",
@@ -44,8 +60,21 @@ IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
         "GetPerformance",
     ),
     "minhos.v1.CalibrationService": ("GetCalibration",),
-    "minhos.v1.RetrainService": ("GetJob", "ListJobs", "ListModelVersions", "GetModelDetails"),
+    "minhos.v1.RetrainService": (
+        "TriggerRetrain",
+        "GetJob",
+        "ListJobs",
+        "ListModelVersions",
+        "GetModelDetails",
+    ),
 }
+#: Never retried: a repeat would act twice, or the call's state lives on one replica.
+NOT_RETRIED: dict[str, tuple[str, ...]] = {
+    "minhos.v1.InferenceService": ("PredictStream",),
+    "minhos.v1.RetrainService": ("Rollback",),
+}
+#: gRPC name resolvers a target may name itself (passed to gRPC as given).
+SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
 
 KINDS: dict[str, common_pb2.ModelKind.ValueType] = {
     "lstm": common_pb2.MODEL_KIND_LSTM,
@@ -59,33 +88,72 @@ def _kind(name: str | None) -> common_pb2.ModelKind.ValueType:
 
 
 def service_config(max_attempts: int = 4) -> str:
-    """gRPC service config enabling retries of the idempotent methods on UNAVAILABLE."""
-    names = [
-        {"service": service, "method": method}
-        for service, methods in IDEMPOTENT_METHODS.items()
-        for method in methods
-    ]
-    policy = {
-        "maxAttempts": max_attempts,
-        "initialBackoff": "0.05s",
-        "maxBackoff": "1s",
-        "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE"],
-    }
-    return json.dumps({"methodConfig": [{"name": names, "retryPolicy": policy}]})
+    """gRPC service config: round-robin over every resolved address and, with ``max_attempts``
+    of 2 or more, retries of :data:`RETRIED` on UNAVAILABLE."""
+    config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    if max_attempts >= 2:
+        names = [
+            {"service": service, "method": method}
+            for service, methods in RETRIED.items()
+            for method in methods
+        ]
+        policy = {
+            "maxAttempts": max_attempts,
+            "initialBackoff": "0.05s",
+            "maxBackoff": "1s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        }
+        config["methodConfig"] = [{"name": names, "retryPolicy": policy}]
+    return json.dumps(config)
 
 
 def channel_options(max_attempts: int = 4) -> list[tuple[str, Any]]:
     """``max_attempts`` below 2 turns retries off (gRPC refuses a retry policy of one attempt)."""
-    options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
-    if max_attempts >= 2:
-        options += [
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", service_config(max_attempts)),
-        ]
-    else:
-        options.append(("grpc.enable_retries", 0))
-    return options
+    return [
+        ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        ("grpc.enable_retries", 1 if max_attempts >= 2 else 0),
+        ("grpc.service_config", service_config(max_attempts)),
+    ]
+
+
+def _address(entry: str, target: str) -> tuple[str, str]:
+    """(family, "host:port") of one entry of a list, a host name resolved to its first address."""
+    host, sep, port = entry.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"target {target!r}: {entry!r} is not host:port")
+    host = host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ValueError(f"target {target!r}: cannot resolve {host!r}: {exc}") from None
+        # IPv4 first: one list holds one family, and loopback names resolve to both.
+        found.sort(key=lambda info: info[0] != socket.AF_INET)
+        ip = ipaddress.ip_address(found[0][4][0])
+    if ip.version == 6:
+        return "ipv6", f"[{ip}]:{port}"
+    return "ipv4", f"{ip}:{port}"
+
+
+def channel_target(target: str) -> str:
+    """The gRPC target for ``target``: one address or a gRPC name as given; a comma-separated
+    list as an ``ipv4:``/``ipv6:`` list that gRPC balances over."""
+    target = target.strip()
+    if not target:
+        raise ValueError("target is empty")
+    if target.startswith(SCHEMES) or "," not in target:
+        return target
+    entries = [e.strip() for e in target.split(",")]
+    if not all(entries):
+        raise ValueError(f"target {target!r} has an empty entry")
+    resolved = [_address(e, target) for e in entries]
+    families = {family for family, _ in resolved}
+    if len(families) > 1:
+        raise ValueError(f"target {target!r} mixes IPv4 and IPv6 addresses")
+    return f"{families.pop()}:{','.join(address for _, address in resolved)}"
 
 
 def timestamp(value: dt.datetime | np.datetime64) -> Timestamp:
@@ -223,6 +291,7 @@ class MinhosClient:
                 ("grpc.initial_reconnect_backoff_ms", min(1000, backoff_ms)),
                 ("grpc.max_reconnect_backoff_ms", backoff_ms),
             ]
+        target = channel_target(target)
         self._channel = (
             grpc.secure_channel(target, creds, options=options)
             if creds
@@ -481,6 +550,7 @@ class AsyncMinhosClient:
     ) -> None:
         creds = _credentials(tls_ca_file, token)
         options = channel_options(max_attempts)
+        target = channel_target(target)
         self._channel = (
             grpc.aio.secure_channel(target, creds, options=options)
             if creds

@@ -195,7 +195,12 @@ def replay(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minhos-replay", description=__doc__)
-    parser.add_argument("--target", default=os.environ.get("MINHOS_TARGET", DEFAULT_TARGET))
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("MINHOS_TARGET", DEFAULT_TARGET),
+        help="host:port, a comma-separated list of replicas (balanced round-robin), or a gRPC "
+        "name such as dns:///minhos-headless:50051 (default: $MINHOS_TARGET, then %(default)s)",
+    )
     parser.add_argument("--token", default=os.environ.get("MINHOS_TOKEN") or None)
     parser.add_argument("--csv", help="OHLCV CSV to replay instead of the built-in S&P 500")
     parser.add_argument("--symbol", default=None)

@@ -41,7 +41,12 @@ def create_app(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minhos-dashboard", description=__doc__)
-    parser.add_argument("--target", default=os.environ.get("MINHOS_TARGET", DEFAULT_TARGET))
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("MINHOS_TARGET", DEFAULT_TARGET),
+        help="host:port, a comma-separated list of replicas (balanced round-robin), or a gRPC "
+        "name such as dns:///minhos-headless:50051 (default: $MINHOS_TARGET, then %(default)s)",
+    )
     parser.add_argument("--token", default=os.environ.get("MINHOS_TOKEN") or None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8050)
