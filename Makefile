@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTO_SRC := $(wildcard protos/minhos/v1/*.proto protos/minhos/oip/v2/*.proto)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: study setup browser postgres podman cluster protos protos-check train evaluate serve replay dashboard demo screenshot test test-fast lint bench reliability clean
+.PHONY: study setup browser postgres podman docker image cluster protos protos-check train evaluate serve replay dashboard demo screenshot test test-fast lint bench reliability clean
 
 setup: $(STAMP)
 
@@ -110,21 +110,37 @@ postgres:
 	  || echo "warning: could not install postgresql; the PostgreSQL tests will fail or skip"; }
 
 # The pod test (tests/test_podman.py) runs the serving Deployment's pod with Debian's podman;
-# installed once if missing. Podman must be allowed ulimits it can set here, else every run fails
-# with "error setting rlimit": /etc/containers/containers.conf is written when absent. In CI the
-# test fails rather than skips without podman.
+# installed once if missing. /etc/containers/containers.conf is written when absent: ulimits
+# podman can set here (else every run fails with "error setting rlimit"), and runc, because crun
+# refuses this machine's hybrid cgroups ("cgroups in hybrid mode not supported"). In CI the test
+# fails rather than skips without them.
 podman:
-	@command -v podman >/dev/null 2>&1 || { \
-	  echo "installing Debian's podman for the pod test"; \
-	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman) >/dev/null \
-	  || echo "warning: could not install podman; the pod test will fail or skip"; }
+	@command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 || { \
+	  echo "installing Debian's podman and runc for the pod test"; \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc) \
+	  >/dev/null || echo "warning: could not install podman; the pod test will fail or skip"; }
 	@test -e /etc/containers/containers.conf || { \
 	  mkdir -p /etc/containers && \
 	  printf '%s\n' '[containers]' 'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]' \
-	    > /etc/containers/containers.conf && \
-	  echo "wrote /etc/containers/containers.conf (default_ulimits for podman)"; }
+	    '' '[engine]' 'runtime = "runc"' > /etc/containers/containers.conf && \
+	  echo "wrote /etc/containers/containers.conf (podman: default_ulimits, runc)"; }
 
-test: $(STAMP) protos-check browser postgres podman
+# The image tests (tests/test_image.py) and `make image` need a docker daemon: Debian's docker.io
+# (with iptables, and debootstrap for the local base image) installed once if missing, and dockerd
+# started in the background if it is not running (clients/image.py). In CI those tests fail rather
+# than skip without it.
+docker: $(STAMP)
+	@$(PY) -m clients.image docker \
+	  || echo "warning: docker is unavailable; the image tests will fail or skip"
+
+# minhos-serving, minhos-worker and minhos-dashboard (deploy/Dockerfile), tagged with the package's
+# version and latest, from the local Debian base (debootstrapped once if missing, as root) and
+# wheels downloaded on the host; prints each image's size and build time.
+# One image, another base: .venv/bin/python -m clients.image build serving --base python:3.11-slim-bookworm
+image: $(STAMP) docker
+	$(PY) -m clients.image build
+
+test: $(STAMP) protos-check browser postgres podman docker
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import sys
 from collections.abc import Sequence
 
 from dash import Dash
@@ -63,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     app = create_app(client, args.refresh_ms, args.target)
     print(f"dashboard on http://{args.host}:{args.port}/ (server {args.target})", flush=True)
+    # As a container's PID 1 the process gets no default SIGTERM handler: without this one,
+    # `docker stop` and a pod's termination wait out their grace and kill it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     app.run(host=args.host, port=args.port, debug=False)
     return 0
 
