@@ -176,7 +176,7 @@ def deployment(
         close_database()
 
 
-def predict_at(target: str, sp500: MarketData, when: dt.datetime, need: int = 40) -> str:
+def predict_at(target: str, sp500: MarketData, when: dt.datetime) -> str:
     end = int(sp500.times.searchsorted(sp500.times.dtype.type(when), side="right"))
     with MinhosClient(target) as client:
         need = client.serving_info().bars_required
